@@ -1,0 +1,110 @@
+"""Training speed: our in-memory pipeline against the seed reports' pipeline, side by side in one process.
+
+Baseline (what the original reports did): a torchvision dataset with per-sample ToTensor + Normalize
+transforms, read through a DataLoader (shuffle, num_workers=0), loss read with .item() every step.
+Ours: labutils.data (the whole dataset as one normalized tensor, batches as randperm slices) and
+labutils.train.fit. Same files, model, initial weights, optimizer and batch size; each pipeline trains for
+the same number of epochs, alternating, and the best epoch of each counts. Evaluation of the test images is
+measured too: the seed's loop (DataLoader, batch 100, no_grad) against labutils.train.evaluate.
+
+    python benchmarks/pipeline.py                    # the default MNIST MLP, 60,000 images
+    python benchmarks/pipeline.py --model mlp --hidden 256 256 256 256 256 --batch-size 200
+
+Offline, it writes synthetic images in MNIST's real file format (full size by default), which both
+pipelines read from the same folder; pass --data-dir to use real files instead.
+"""
+
+import argparse
+import tempfile
+import time
+
+import torch
+
+from labutils import data, models, train
+
+
+def build(args):
+    torch.manual_seed(0)
+    model = models.mlp(args.hidden, dropout=0.2)
+    return models.init_weights(model, "he")
+
+
+def seed_style_epoch(model, loader, opt) -> float:
+    """One epoch the way the seed reports trained; returns images per second."""
+    model.train()
+    start, seen, running = time.perf_counter(), 0, 0.0
+    for x, y in loader:
+        out = model(x)
+        loss = torch.nn.functional.cross_entropy(out, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        running += loss.item()
+        seen += len(y)
+    return seen / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def seed_style_evaluation(model, loader) -> float:
+    """Test accuracy the way the seed reports measured it; returns images per second."""
+    model.eval()
+    start, seen, correct = time.perf_counter(), 0, 0
+    for x, y in loader:
+        correct += (model(x).argmax(1) == y).sum().item()
+        seen += len(y)
+    return seen / (time.perf_counter() - start)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="mlp", choices=["mlp"])
+    p.add_argument("--hidden", type=int, nargs="+", default=[1024, 1024, 1024])
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--n-train", type=int, default=60000)
+    p.add_argument("--epochs", type=int, default=2, help="epochs per pipeline (alternating); the best counts")
+    p.add_argument("--data-dir", default="", help="a folder with MNIST/raw/...; default: synthetic files")
+    args = p.parse_args()
+
+    import torchvision
+    from torchvision import transforms
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.data_dir or str(data.write_synthetic("mnist", tmp, args.n_train, 10000))
+        ours = data.load("mnist", root, download=False, n_train=args.n_train, val_fraction=0.0)
+        spec = data.DATASETS["mnist"]
+        transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)])
+        baseline_set = torchvision.datasets.MNIST(root, train=True, download=False, transform=transform)
+        if args.n_train < len(baseline_set):
+            baseline_set = torch.utils.data.Subset(baseline_set, range(args.n_train))
+        loader = torch.utils.data.DataLoader(baseline_set, batch_size=args.batch_size, shuffle=True)
+        test_loader = torch.utils.data.DataLoader(
+            torchvision.datasets.MNIST(root, train=False, download=False, transform=transform), batch_size=100)
+
+        model_ours, model_base = build(args), build(args)
+        opt_base = torch.optim.Adam(model_base.parameters(), lr=1e-3)
+        rates = {"seed-style DataLoader": [], "labutils in-memory": []}
+        for _ in range(args.epochs):
+            rates["seed-style DataLoader"].append(seed_style_epoch(model_base, loader, opt_base))
+            fit = train.fit(model_ours, ours, epochs=1, batch_size=args.batch_size, optimizer="adam", lr=1e-3,
+                            progress=False)
+            rates["labutils in-memory"].append(fit.train_samples_per_second)
+        evaluation = {"seed-style DataLoader": [], "labutils in-memory": []}
+        for _ in range(args.epochs):
+            evaluation["seed-style DataLoader"].append(seed_style_evaluation(model_base, test_loader))
+            start = time.perf_counter()
+            train.evaluate(model_ours, ours.test)
+            evaluation["labutils in-memory"].append(len(ours.test) / (time.perf_counter() - start))
+
+    print(f"model: {args.model} {args.hidden}, {models.count_parameters(model_ours):,} parameters; "
+          f"batch {args.batch_size}; {len(ours.train):,} training and {len(ours.test):,} test images; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu")
+    for title, measured in (("training", rates), ("test evaluation", evaluation)):
+        best = {name: max(r) for name, r in measured.items()}
+        print(f"{title}:")
+        for name, rate in best.items():
+            print(f"  {name:<24}{rate:>10,.0f} images/s   (runs: {', '.join(f'{r:,.0f}' for r in measured[name])})")
+        print(f"  ratio ours / seed-style: {best['labutils in-memory'] / best['seed-style DataLoader']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

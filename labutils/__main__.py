@@ -1,0 +1,7 @@
+"""`python -m labutils ...` is the same as `labs ...`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,249 @@
+"""Datasets as in-memory tensors: where they live, download, their real file formats, synthetic data.
+
+Files are read by our own small readers of the real formats (MNIST's idx files, gzipped or not),
+so files placed by hand in torchvision's layout are used as they are, whatever their size.
+torchvision is imported only to download. Synthetic data is written in the same formats and read
+back by the same readers, so a smoke run exercises the real loading path.
+"""
+
+import gzip
+import os
+import struct
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import LabsError
+
+
+def data_dir(path: str = "") -> Path:
+    """The dataset folder: `path`, else $LABS_DATA_DIR, else /content/data on Colab, else ~/.cache/labs/data."""
+    if path:
+        return Path(path).expanduser()
+    if os.environ.get("LABS_DATA_DIR"):
+        return Path(os.environ["LABS_DATA_DIR"]).expanduser()
+    if "google.colab" in sys.modules:
+        return Path("/content/data")
+    return Path.home() / ".cache" / "labs" / "data"
+
+
+# --- MNIST's idx format -------------------------------------------------------------------
+
+def read_idx(path: Path) -> torch.Tensor:
+    """Read an idx file of unsigned bytes (plain or .gz) into a uint8 tensor of its stored shape."""
+    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
+        raise LabsError(f"{path} is not an idx file of unsigned bytes; replace it with the original file.")
+    ndim = raw[3]
+    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    start = 4 + 4 * ndim
+    if len(raw) - start != torch.Size(shape).numel():
+        raise LabsError(f"{path} is truncated (its header promises shape {tuple(shape)}); replace it with the original file.")
+    return torch.frombuffer(bytearray(raw[start:]), dtype=torch.uint8).reshape(shape)
+
+
+def write_idx(path: Path, array: torch.Tensor) -> None:
+    """Write a uint8 tensor as an idx file (gzipped when the name ends in .gz)."""
+    header = bytes([0, 0, 8, array.dim()]) + struct.pack(f">{array.dim()}I", *array.shape)
+    with (gzip.open if path.suffix == ".gz" else open)(path, "wb") as f:
+        f.write(header + array.contiguous().numpy().tobytes())
+
+
+IDX_FILES = {
+    "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte",
+}
+
+
+def _idx_path(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _idx_present(folder: Path) -> bool:
+    return all(_idx_path(folder, name) for name in IDX_FILES.values())
+
+
+def _read_idx_dataset(folder: Path) -> dict:
+    arrays = {key: read_idx(_idx_path(folder, name)) for key, name in IDX_FILES.items()}
+    return {key: a.unsqueeze(1) if key.endswith("_x") else a.long() for key, a in arrays.items()}
+
+
+def _write_idx_dataset(folder: Path, arrays: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, name in IDX_FILES.items():
+        write_idx(folder / name, arrays[key].squeeze(1) if key.endswith("_x") else arrays[key].to(torch.uint8))
+
+
+# --- the datasets -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Dataset:
+    """How one dataset is stored on disk (torchvision's layout), read, written and downloaded."""
+    title: str
+    folder: str              # under the data dir, as torchvision lays it out
+    torchvision_class: str
+    classes: tuple
+    shape: tuple             # (channels, height, width)
+    mean: tuple              # per channel, for normalization
+    std: tuple
+    files: tuple             # what a user places by hand
+    present: object          # folder -> bool
+    read: object             # folder -> {"train_x", "train_y", "test_x", "test_y"}: uint8 NCHW images, int64 labels
+    write: object            # (folder, arrays) -> None
+
+
+DATASETS = {
+    "mnist": Dataset(
+        "MNIST", "MNIST/raw", "MNIST", tuple(str(d) for d in range(10)), (1, 28, 28), (0.1307,), (0.3081,),
+        tuple(IDX_FILES.values()), _idx_present, _read_idx_dataset, _write_idx_dataset),
+}
+
+
+def _dataset(name: str) -> Dataset:
+    if name not in DATASETS:
+        raise LabsError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)}.")
+    return DATASETS[name]
+
+
+def fetch(name: str, path: str = "") -> Path:
+    """Make sure dataset `name` is in the data dir, downloading it with torchvision when missing; returns the data dir."""
+    spec, root = _dataset(name), data_dir(path)
+    if spec.present(root / spec.folder):
+        return root
+    try:
+        import torchvision.datasets  # slow to import: only when a download is needed
+        getattr(torchvision.datasets, spec.torchvision_class)(str(root), train=True, download=True)
+    except Exception as e:  # any failure to fetch becomes one clear message
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        reason = " ... ".join(dict.fromkeys([lines[0], lines[-1]]))[:240]   # what failed, and why
+        raise LabsError(_missing(spec, root, f"could not be downloaded ({reason})")) from None
+    if not spec.present(root / spec.folder):
+        raise LabsError(_missing(spec, root, "was downloaded but its files are not where expected"))
+    return root
+
+
+def _missing(spec: Dataset, root: Path, what: str) -> str:
+    return (f"{spec.title} is not in {root / spec.folder} and {what}. Put {', '.join(spec.files)} there by hand "
+            f"(downloaded elsewhere), point data_dir or LABS_DATA_DIR at a folder that has them, "
+            f"or run with --smoke to use synthetic data.")
+
+
+# --- synthetic data -----------------------------------------------------------------------
+
+def synthetic_images(n: int, shape: tuple, n_classes: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Learnable uint8 images: a fixed smooth pattern per class, randomly shifted, dimmed and noised."""
+    channels, height, width = shape
+    patterns = torch.rand(n_classes, channels, height // 4, width // 4, generator=torch.Generator().manual_seed(1234))
+    patterns = torch.nn.functional.interpolate(patterns, size=(height, width), mode="bilinear", align_corners=False)
+    patterns = (patterns > 0.55).float()   # blob-like strokes on a dark background
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(n_classes, (n,), generator=g)
+    images = torch.empty(n, channels, height, width)
+    shifts = torch.randint(-3, 4, (n, 2), generator=g)
+    for i, (label, (dy, dx)) in enumerate(zip(labels.tolist(), shifts.tolist())):
+        images[i] = patterns[label].roll((dy, dx), dims=(1, 2))
+    images = images * torch.empty(n, 1, 1, 1).uniform_(0.5, 1.0, generator=g)
+    images = images + 0.35 * torch.randn(images.shape, generator=g)
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8), labels
+
+
+def write_synthetic(name: str, root: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """Write learnable synthetic data for dataset `name` under `root`, in its real file format and layout."""
+    spec = _dataset(name)
+    train_x, train_y = synthetic_images(n_train, spec.shape, len(spec.classes), seed)
+    test_x, test_y = synthetic_images(n_test, spec.shape, len(spec.classes), seed + 1)
+    spec.write(Path(root) / spec.folder, dict(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y))
+    return Path(root)
+
+
+# --- in-memory tensors --------------------------------------------------------------------
+
+@dataclass
+class Split:
+    """Images (float, normalized, NCHW) and labels (int64), on the training device."""
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class Data:
+    """A dataset's train, validation and test splits, held in memory on one device."""
+    name: str
+    source: str
+    classes: tuple
+    mean: tuple
+    std: tuple
+    train: Split
+    val: Split
+    test: Split
+
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        """Undo the normalization: pixel values in [0, 1], on the CPU, for plotting."""
+        mean = torch.tensor(self.mean).view(-1, 1, 1)
+        std = torch.tensor(self.std).view(-1, 1, 1)
+        return (x.detach().float().cpu() * std + mean).clamp(0, 1)
+
+    def __repr__(self) -> str:
+        c, h, w = self.train.x.shape[1:]
+        return (f"{self.name} ({self.source}): {len(self.train):,} train, {len(self.val):,} validation, "
+                f"{len(self.test):,} test images of {c}x{h}x{w}, {len(self.classes)} classes, on {self.train.x.device}")
+
+
+def load(name: str, path: str = "", *, download: bool = True, synthetic: bool = False, n_train: int = 0,
+         n_test: int = 0, val_fraction: float = 0.1, seed: int = 0, device="cpu") -> Data:
+    """Load dataset `name` into memory on `device`, with a validation split of the training set fixed by `seed`.
+
+    n_train / n_test: how many images to keep (0 = all; for synthetic data, 0 = 1,000 / 500).
+    """
+    spec = _dataset(name)
+    if synthetic:
+        with tempfile.TemporaryDirectory() as tmp:
+            arrays = spec.read(write_synthetic(name, tmp, n_train or 1000, n_test or 500, seed) / spec.folder)
+        source = "synthetic"
+    else:
+        root = data_dir(path)
+        if not spec.present(root / spec.folder):
+            if not download:
+                raise LabsError(_missing(spec, root, "download is off"))
+            fetch(name, str(root))
+        arrays = spec.read(root / spec.folder)
+        source = str(root / spec.folder)
+    train_x, train_y = arrays["train_x"][:n_train or None], arrays["train_y"][:n_train or None]
+    test_x, test_y = arrays["test_x"][:n_test or None], arrays["test_y"][:n_test or None]
+
+    order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))
+    n_val = round(len(order) * val_fraction)
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    if len(train_idx) == 0 or len(test_y) == 0:
+        raise LabsError(f"{spec.title} in {source} leaves no training or no test images; use more data or a smaller val_fraction.")
+
+    def split(x, y):
+        x = x.to(device)
+        mean = torch.tensor(spec.mean, device=device).view(-1, 1, 1)
+        std = torch.tensor(spec.std, device=device).view(-1, 1, 1)
+        return Split((x.float() / 255 - mean) / std, y.to(device))
+
+    return Data(spec.title, source, spec.classes, spec.mean, spec.std,
+                split(train_x[train_idx], train_y[train_idx]), split(train_x[val_idx], train_y[val_idx]),
+                split(test_x, test_y))
+
+
+def batches(split: Split, batch_size: int, shuffle: bool = False, augment=None):
+    """Yield (x, y) mini-batches as slices of the in-memory tensors; a fresh random order each call when shuffling."""
+    n = len(split)
+    if not shuffle:
+        for start in range(0, n, batch_size):
+            yield split.x[start:start + batch_size], split.y[start:start + batch_size]
+        return
+    for idx in torch.randperm(n, device=split.x.device).split(batch_size):
+        x = split.x[idx]
+        yield (augment(x) if augment else x), split.y[idx]

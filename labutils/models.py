@@ -1,0 +1,94 @@
+"""The assignment models, weight-init schemes, and a layer-by-layer summary (shapes, parameters, multiply-accumulates)."""
+
+import torch
+from torch import nn
+
+from . import LabsError
+
+ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
+               "gelu": nn.GELU, "elu": nn.ELU}
+INITS = ("default", "he", "xavier", "normal")
+
+
+def mlp(hidden=(1024, 1024, 1024), in_features=784, n_classes=10, activation="relu", dropout=0.0,
+        batch_norm=False) -> nn.Sequential:
+    """A multi-layer perceptron: flatten, then per hidden width Linear [-> BatchNorm] -> activation [-> Dropout]."""
+    layers = [nn.Flatten()]
+    for width in hidden:
+        layers.append(nn.Linear(in_features, width))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(width))
+        layers.append(ACTIVATIONS[activation]())
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        in_features = width
+    layers.append(nn.Linear(in_features, n_classes))
+    return nn.Sequential(*layers)
+
+
+def init_weights(model: nn.Module, scheme: str = "he", std: float = 0.01) -> nn.Module:
+    """Re-draw the weights of every linear and conv layer by `scheme` with zero biases ("default" keeps PyTorch's)."""
+    if scheme not in INITS:
+        raise LabsError(f"Unknown init {scheme!r}; choose one of {', '.join(INITS)}.")
+    if scheme == "default":
+        return model
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            if scheme == "he":
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            elif scheme == "xavier":
+                nn.init.xavier_normal_(m.weight)
+            else:
+                nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def macs(module: nn.Module, output: torch.Tensor) -> int:
+    """Multiply-accumulates of one linear or conv layer for one image, given its output."""
+    per_image = output[0].numel()
+    if isinstance(module, nn.Linear):
+        return per_image * module.in_features
+    if isinstance(module, nn.Conv2d):
+        kh, kw = module.kernel_size
+        return per_image * (module.in_channels // module.groups) * kh * kw
+    return 0
+
+
+def summary(model: nn.Module, input_shape: tuple) -> dict:
+    """Run one image through `model` and list each layer's output shape, parameters and MACs.
+
+    Returns {"layers": [(name, kind, output shape, parameters, macs), ...], "parameters": int, "macs": int}.
+    """
+    rows, hooks = [], []
+    for name, module in model.named_modules():
+        if next(module.children(), None) is None:  # leaf layers only
+            def hook(m, _, out, name=name):
+                rows.append((name, type(m).__name__, tuple(out.shape[1:]),
+                             sum(p.numel() for p in m.parameters()), macs(m, out)))
+            hooks.append(module.register_forward_hook(hook))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, *input_shape, device=device))
+    model.train(was_training)
+    for h in hooks:
+        h.remove()
+    return {"layers": rows, "parameters": count_parameters(model), "macs": sum(r[4] for r in rows)}
+
+
+def describe(model: nn.Module, input_shape: tuple) -> str:
+    """A printable table of `summary`: one line per layer, totals at the bottom."""
+    s = summary(model, input_shape)
+    lines = [f"{'layer':<14}{'kind':<14}{'output':<18}{'parameters':>12}{'MACs':>14}"]
+    for name, kind, shape, params, mac in s["layers"]:
+        lines.append(f"{name:<14}{kind:<14}{'x'.join(map(str, shape)):<18}{params:>12,}{mac:>14,}")
+    lines.append(f"{'total':<46}{s['parameters']:>12,}{s['macs']:>14,}")
+    return "\n".join(lines)

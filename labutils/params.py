@@ -1,0 +1,174 @@
+"""Assignments and their parameters: read a notebook's parameters cell, merge YAML files and overrides, validate.
+
+Everything here runs before a notebook starts, so a bad name, type or value costs nothing and writes nothing.
+"""
+
+import ast
+import difflib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from . import LabsError
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNNER_OWNED = {"output_dir": "--output DIR"}   # parameters that labs sets itself
+
+
+def course_dir(name: str) -> Path:
+    """The course's notebooks/ or params/ folder, which sit beside labutils/ in the repository."""
+    path = ROOT / name
+    if not path.is_dir():
+        raise LabsError(f"{path} is missing: labs needs the course's notebooks/ and params/ folders; "
+                        f"install labutils from a clone of the repository with `pip install -e .`.")
+    return path
+
+
+def assignments() -> dict:
+    """Assignment name -> notebook path, from notebooks/NN_<name>.ipynb."""
+    found = {}
+    for path in sorted(course_dir("notebooks").glob("[0-9][0-9]_*.ipynb")):
+        found[path.stem.split("_", 1)[1]] = path
+    return found
+
+
+def notebook(assignment: str) -> Path:
+    known = assignments()
+    if assignment not in known:
+        raise LabsError(f"Unknown assignment {assignment!r}{_did_you_mean(assignment, known)}; "
+                        f"choose one of {', '.join(known)}.")
+    return known[assignment]
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    type: str       # as annotated in the parameters cell: int, float, str, bool, list, dict
+    default: object
+    help: str
+
+
+def declared(assignment: str) -> dict:
+    """The parameters that the assignment's notebook declares in its `parameters` cell, by name."""
+    import papermill  # slow to import: only when needed
+    found = {}
+    for name, p in papermill.inspect_notebook(str(notebook(assignment))).items():
+        found[name] = Parameter(name, p["inferred_type_name"], ast.literal_eval(p["default"]), p["help"])
+    return found
+
+
+def load_yaml(path) -> dict:
+    """A parameter (or sweep) file: a YAML mapping. Missing or malformed files are one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise LabsError(f"Parameter file {path} does not exist; check the path.")
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        where = f" at line {e.problem_mark.line + 1}" if getattr(e, "problem_mark", None) else ""
+        problem = getattr(e, "problem", None) or "it does not parse"
+        raise LabsError(f"{path} is not valid YAML{where}: {problem}; fix the file.") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise LabsError(f"{path} must be a mapping of names to values (e.g. `lr: 0.001`), "
+                        f"not a {type(content).__name__}.")
+    return content
+
+
+def parse_value(text: str):
+    """A command-line value, read as YAML: `0.01` -> float, `[512, 256]` -> list, `he` -> str."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+ALIASES = {"learning_rate": "lr", "wd": "weight_decay", "l2": "weight_decay", "bs": "batch_size",
+           "epoch": "epochs", "num_epochs": "epochs", "hidden_layers": "hidden", "drop_rate": "dropout"}
+
+
+def _did_you_mean(name: str, known) -> str:
+    close = [ALIASES[name]] if ALIASES.get(name) in known else difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _rules() -> dict:
+    """Allowed values by parameter name, shared by every notebook: name -> (test, what is allowed)."""
+    from .models import ACTIVATIONS, INITS  # import torch only when validating
+    from .train import LOSSES, OPTIMIZERS, SCHEDULES
+
+    def one_of(choices):
+        return lambda v: v in choices, "one of " + ", ".join(map(str, choices))
+
+    positive = (lambda v: v > 0, "greater than 0")
+    at_least_1 = (lambda v: v >= 1, "at least 1")
+    not_negative = (lambda v: v >= 0, "0 or more")
+    fraction = (lambda v: 0 <= v < 1, "in [0, 1)")
+    return {
+        "lr": positive, "init_std": positive, "epochs": at_least_1, "batch_size": at_least_1,
+        "lr_step": at_least_1, "weight_decay": not_negative, "n_train": not_negative, "n_test": not_negative,
+        "seed": not_negative, "dropout": fraction, "momentum": fraction, "val_fraction": fraction,
+        "lr_decay": (lambda v: 0 < v <= 1, "in (0, 1]"),
+        "hidden": (lambda v: all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in v),
+                   "a list of layer widths, each a whole number of at least 1"),
+        "optimizer": one_of(OPTIMIZERS), "schedule": one_of(SCHEDULES), "init": one_of(INITS),
+        "activation": one_of(tuple(ACTIVATIONS)), "loss": one_of(tuple(LOSSES)),
+        "device": (lambda v: v in ("auto", "cpu", "mps") or v == "cuda" or v.startswith("cuda:"),
+                   "auto, cpu, cuda (or cuda:N) or mps"),
+    }
+
+
+def _typed(p: Parameter, value):
+    """`value` as the parameter's annotated type, or a LabsError naming the mismatch."""
+    if p.type == "float" and isinstance(value, str):   # YAML reads `1e-3` as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if p.type == "float" and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    expected = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}.get(p.type)
+    if expected is None:
+        return value
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise LabsError(f"{p.name} must be {'an' if p.type[0] in 'aeiou' else 'a'} {p.type} like {p.default!r} "
+                        f"({p.help}), not {value!r}.")
+    if expected is float and not math.isfinite(value):
+        raise LabsError(f"{p.name} must be a finite number, not {value!r}.")
+    return value
+
+
+def validate(assignment: str, values: dict, params: dict | None = None) -> dict:
+    """Check names, types and ranges of `values` against the notebook's parameters; returns them typed."""
+    params = params if params is not None else declared(assignment)
+    rules = _rules()
+    checked = {}
+    for name, value in values.items():
+        if name in RUNNER_OWNED:
+            raise LabsError(f"{name} is set by labs itself; use {RUNNER_OWNED[name]} instead.")
+        if name not in params:
+            raise LabsError(f"Unknown parameter {name!r} for {assignment}{_did_you_mean(name, params)}; "
+                            f"`labs list {assignment}` shows them all.")
+        value = _typed(params[name], value)
+        if name in rules:
+            test, allowed = rules[name]
+            if not test(value):
+                raise LabsError(f"{name} must be {allowed}, not {value!r}.")
+        checked[name] = value
+    return checked
+
+
+def resolve(assignment: str, files=(), overrides: dict | None = None, smoke: bool = False) -> dict:
+    """The full, validated parameters of a run: notebook defaults, then smoke.yaml, then each file, then overrides."""
+    params = declared(assignment)
+    layers = [load_yaml(course_dir("params") / assignment / "smoke.yaml")] if smoke else []
+    layers += [load_yaml(f) for f in files] + [overrides or {}]
+    merged = {}
+    for layer in layers:
+        merged.update(layer)
+    values = {name: p.default for name, p in params.items() if name not in RUNNER_OWNED}
+    values.update(validate(assignment, merged, params))
+    return values

@@ -1,0 +1,62 @@
+"""The results.json file: written atomically, read back safely, and the shape of a failed run's file.
+
+No torch here: the runner and sweep summaries read and write these files without importing it.
+"""
+
+import json
+import math
+import os
+import platform
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from . import __version__
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename, so no reader ever sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def json_safe(value):
+    """Tensors to lists, and NaN or infinite floats to None, so the file is valid JSON."""
+    if hasattr(value, "tolist"):   # torch tensors, numpy arrays and scalars
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write(path: Path, results: dict) -> None:
+    write_atomic(path, json.dumps(json_safe(results), indent=2) + "\n")
+
+
+def read(folder: Path) -> dict | None:
+    """A run folder's results.json, or None when it is missing or unreadable."""
+    try:
+        return json.loads((Path(folder) / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def failed(assignment: str, params: dict, error: str, seconds: float) -> dict:
+    """results.json of a run that did not finish: status "failed", the error, and no models."""
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = None
+    env = {"python": platform.python_version(), "torch": torch_version, "device": params.get("device"),
+           "gpu": None, "labutils": __version__}
+    return {"assignment": assignment, "status": "failed", "error": error, "params": params, "env": env,
+            "wall_seconds": seconds, "models": {}}

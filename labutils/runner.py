@@ -1,0 +1,110 @@
+"""Run one assignment notebook with papermill into a run folder: params.yaml, report.ipynb, report.html, results.json.
+
+A notebook that fails keeps its partial report, and the run's results.json says "failed" with the cell and error.
+"""
+
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from jupyter_client import AsyncKernelManager
+from jupyter_client.kernelspec import KernelSpec
+
+from . import results as results_file
+from .params import notebook, validate
+
+
+class CurrentPythonKernel(AsyncKernelManager):
+    """A kernel on this very Python, so a notebook sees the packages `labs` sees, whatever `python3` kernelspec exists.
+
+    It talks over local sockets (ipc) where the system has them, rather than unencrypted TCP.
+    """
+
+    transport = "tcp" if sys.platform == "win32" else "ipc"
+
+    @property
+    def kernel_spec(self):
+        return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                          display_name="Python 3 (labs)", language="python")
+
+
+def new_folder(base: Path, name: str) -> Path:
+    """base/name, or base/name-2, -3, ... when taken."""
+    folder, n = base / name, 1
+    while folder.exists():
+        n += 1
+        folder = base / f"{name}-{n}"
+    return folder
+
+
+def _cell_error(e) -> str:
+    """One line naming the failed cell and the error, from papermill's exception."""
+    first_line = next((line for line in e.source.splitlines() if line.strip() and not line.startswith("#")), "")
+    name = "" if e.ename == "LabsError" else f"{e.ename}: "
+    return f"cell [{e.exec_count}] `{first_line.strip()[:60]}` failed: {name}{e.evalue}"
+
+
+def export_html(report: Path) -> Path:
+    """report.ipynb -> report.html beside it, for reading without Jupyter."""
+    import nbconvert
+    html, _ = nbconvert.HTMLExporter().from_filename(str(report))
+    target = report.with_suffix(".html")
+    target.write_text(html)
+    return target
+
+
+def run(assignment: str, params: dict, folder: Path, stream: bool = True) -> dict:
+    """Execute the assignment's notebook with `params` (already resolved) into `folder`; return its results.
+
+    stream: show the notebook's output (progress, epoch lines) live on this terminal.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    validate(assignment, params)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (folder / "results.json").unlink(missing_ok=True)
+    start = time.perf_counter()
+    error = None
+    try:
+        papermill.execute_notebook(
+            str(notebook(assignment)), str(folder / "report.ipynb"),
+            parameters={**params, "output_dir": str(folder.resolve())}, kernel_name="python3",
+            kernel_manager_class=CurrentPythonKernel, coalesce_streams=True, cwd=str(folder), progress_bar=False,
+            stdout_file=sys.stdout if stream else None, stderr_file=sys.stderr if stream else None)
+    except PapermillExecutionError as e:
+        error = _cell_error(e)
+    except KeyboardInterrupt:
+        error = "interrupted (Ctrl-C) before the notebook finished"
+        raise
+    except Exception as e:  # the kernel died, could not start, ...
+        error = f"the notebook could not run: {type(e).__name__}: {e}"
+    finally:
+        if error:
+            results_file.write(folder / "results.json",
+                               results_file.failed(assignment, params, error, time.perf_counter() - start))
+        if (folder / "report.ipynb").exists():
+            export_html(folder / "report.ipynb")
+    results = results_file.read(folder)
+    if results is None:
+        results = results_file.failed(assignment, params, "the notebook finished without writing results.json",
+                                      time.perf_counter() - start)
+        results_file.write(folder / "results.json", results)
+    return results
+
+
+def describe_outcome(results: dict, folder: Path) -> str:
+    """A short account of a finished run for the terminal."""
+    accuracies = ", ".join(f"{name} {m['test_accuracy']:.2%}" for name, m in results["models"].items()
+                           if m.get("test_accuracy") is not None)
+    lines = [f"{results['assignment']}: {results['status']}"
+             + (f", test accuracy {accuracies}" if accuracies else "")
+             + f" ({results['wall_seconds']:.0f} s)"]
+    if results.get("error"):
+        lines.append(f"  {results['error']}")
+    lines.append(f"  report: {folder / 'report.html'}")
+    return "\n".join(lines)
+

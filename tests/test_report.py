@@ -1,0 +1,92 @@
+import json
+import math
+
+import matplotlib
+import pytest
+import torch
+
+from labutils import models, report, results, train
+
+matplotlib.use("Agg")
+
+
+def test_json_safe_turns_tensors_into_lists_and_nan_into_null():
+    value = {"a": torch.tensor([[1, 2], [3, 4]]), "b": float("nan"), "c": [float("inf"), 0.5], 3: "x"}
+    assert results.json_safe(value) == {"a": [[1, 2], [3, 4]], "b": None, "c": [None, 0.5], "3": "x"}
+
+
+def test_atomic_write_leaves_no_temporary_files_and_a_readable_file(tmp_path):
+    results.write(tmp_path / "run" / "results.json", {"status": "ok", "loss": math.nan})
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["results.json"]
+    assert json.loads((tmp_path / "run" / "results.json").read_text()) == {"status": "ok", "loss": None}
+    assert ((tmp_path / "run" / "results.json").stat().st_mode & 0o777) == 0o644
+    assert results.read(tmp_path / "run") == {"status": "ok", "loss": None}
+    assert results.read(tmp_path / "nowhere") is None
+
+
+def test_notebook_parameters_keeps_plain_values_only():
+    namespace = {"lr": 0.1, "hidden": [1, 2], "name": "x", "flag": True, "torch": torch, "_x": 1, "In": [],
+                 "output_dir": "/tmp/run", "model": torch.nn.Linear(1, 1)}
+    assert report.notebook_parameters(namespace) == {"lr": 0.1, "hidden": [1, 2], "name": "x", "flag": True}
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_mnist):
+    torch.manual_seed(0)
+    model = models.mlp([64])
+    fit = train.fit(model, tiny_mnist, epochs=2, batch_size=32, progress=False)
+    return model, fit, train.evaluate(model, tiny_mnist.test)
+
+
+def test_run_writes_results_json_in_the_contract_shape(tmp_path, tiny_mnist, trained):
+    model, fit, test = trained
+    run = report.Run("mnist_mlp", {"lr": 0.001}, "cpu", str(tmp_path))
+    run.add("mlp", model, fit, test, 10)
+    written = run.finish()
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["status"] == "ok" and "error" not in on_disk
+    assert set(on_disk) == {"assignment", "status", "params", "env", "wall_seconds", "models"}
+    assert set(on_disk["env"]) == {"python", "torch", "device", "gpu", "labutils"}
+    mlp = on_disk["models"]["mlp"]
+    assert set(mlp) == {"parameters", "test_accuracy", "test_loss", "per_class_accuracy", "confusion_matrix",
+                        "train_samples_per_second", "history"}
+    assert mlp["parameters"] == 784 * 64 + 64 + 64 * 10 + 10
+    assert sum(map(sum, mlp["confusion_matrix"])) == len(tiny_mnist.test)
+    assert mlp["test_accuracy"] == pytest.approx(test.accuracy) == pytest.approx(written["models"]["mlp"]["test_accuracy"])
+
+
+def test_a_diverged_model_makes_the_run_diverged_with_its_error(tmp_path, trained):
+    model, fit, test = trained
+    bad = train.Fit(history=[{**fit.history[0], "train_loss": float("nan")}], status="diverged",
+                    error="mlp: the training loss became NaN in epoch 1")
+    run = report.Run("mnist_mlp", {}, "cpu", str(tmp_path))
+    run.add("mlp", model, bad, test, 10)
+    on_disk = run.finish()
+    assert on_disk["status"] == "diverged" and "NaN in epoch 1" in on_disk["error"]
+    assert json.loads((tmp_path / "results.json").read_text())["models"]["mlp"]["history"][0]["train_loss"] is None
+
+
+def test_without_output_dir_nothing_is_written(tmp_path, monkeypatch, trained):
+    monkeypatch.chdir(tmp_path)
+    model, fit, test = trained
+    run = report.Run("mnist_mlp", {}, "cpu", "")
+    run.add("mlp", model, fit, test, 10)
+    run.save(report.plot_history({"mlp": fit.history}), "curves")
+    run.finish()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_figures(tmp_path, tiny_mnist, trained):
+    model, fit, test = trained
+    run = report.Run("mnist_mlp", {}, "cpu", str(tmp_path))
+    curves = report.plot_history({"a": fit.history, "b": fit.history})
+    assert len(curves.axes) == 2 and len(curves.axes[0].lines) == 4     # train + val for each model
+    confusion = report.plot_confusion(test.confusion_matrix(10), tiny_mnist.classes)
+    assert len(confusion.axes[0].texts) == 100                           # one count per cell
+    wrong = (test.predictions != test.labels).sum().item()
+    missed = report.plot_misclassified(tiny_mnist, test, n=8)
+    assert sum(bool(ax.get_title()) for ax in missed.axes) == min(wrong, 8) or wrong == 0
+    per_class = report.plot_per_class({"mlp": test.per_class_accuracy(10)}, tiny_mnist.classes)
+    assert len(per_class.axes[0].patches) == 10
+    run.save(report.plot_samples(tiny_mnist, per_class=3), "samples")
+    assert (tmp_path / "samples.png").stat().st_size > 1000

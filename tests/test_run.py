@@ -1,0 +1,109 @@
+"""`labs run` end to end: the smoke run, a run that fails, a run that diverges, nbval over the notebook."""
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT, labs
+
+SMOKE = yaml.safe_load((ROOT / "params" / "mnist_mlp" / "smoke.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """`labs run mnist_mlp --smoke`, with a broken `python3` kernelspec on JUPYTER_PATH that must not be used."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    spec = tmp / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({"argv": ["/nonexistent/python", "-m", "ipykernel_launcher", "-f",
+                                                           "{connection_file}"], "display_name": "other", "language": "python"}))
+    env = {"JUPYTER_PATH": str(tmp / "jupyter")}
+    check = subprocess.run([sys.executable, "-c", "from jupyter_client.kernelspec import KernelSpecManager as K;"
+                            "print(K().get_kernel_spec('python3').argv[0])"], capture_output=True, text=True, env={
+                                **__import__("os").environ, **env})
+    assert check.stdout.strip() == "/nonexistent/python"   # the trap is set: a plain python3 kernel would fail
+    folder = tmp / "run"
+    proc = labs("run", "mnist_mlp", "--smoke", "--output", folder, env=env)
+    return proc, folder, json.loads((folder / "results.json").read_text())
+
+
+def test_smoke_run_succeeds_on_this_python_and_writes_the_run_folder(smoke):
+    proc, folder, results = smoke
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "mnist_mlp: ok, test accuracy mlp" in proc.stdout
+    for name in ("report.ipynb", "report.html", "params.yaml", "results.json", "curves.png", "confusion_matrix.png",
+                 "misclassified.png", "per_class_accuracy.png", "samples.png"):
+        assert (folder / name).is_file(), name
+    assert results["env"]["python"] == __import__("platform").python_version()
+
+
+def test_smoke_results_learn_far_above_chance_with_the_default_model(smoke):
+    _, folder, results = smoke
+    assert results["assignment"] == "mnist_mlp" and results["status"] == "ok"
+    mlp = results["models"]["mlp"]
+    assert mlp["parameters"] == 2_913_290                   # the default model, unchanged by --smoke
+    assert mlp["test_accuracy"] > 0.7                        # chance is 0.1
+    assert len(mlp["history"]) == SMOKE["epochs"] == results["params"]["epochs"]
+    assert sum(map(sum, mlp["confusion_matrix"])) == SMOKE["n_test"]
+    assert len(mlp["per_class_accuracy"]) == 10 and mlp["train_samples_per_second"] > 0
+    assert results["wall_seconds"] > 0 and results["env"]["device"] == "cpu"
+
+
+def test_smoke_params_are_recorded_in_full(smoke):
+    _, folder, results = smoke
+    written = yaml.safe_load((folder / "params.yaml").read_text())
+    assert written == results["params"]
+    assert written["synthetic"] is True and written["lr"] == 0.001 and "output_dir" not in written
+
+
+def test_epoch_lines_stream_to_the_terminal_and_stay_readable_in_the_report(smoke):
+    proc, folder, _ = smoke
+    assert "mlp epoch 2/2  train loss" in proc.stdout
+    report = json.loads((folder / "report.ipynb").read_text())
+    text = "".join("".join(o.get("text", "")) for c in report["cells"] for o in c.get("outputs", []))
+    assert "mlp epoch 1/2  train loss" in text and "\r" not in text   # progress bars collapsed to the lines
+
+
+def test_a_run_that_fails_names_the_cell_keeps_the_partial_report_and_records_failure(tmp_path):
+    folder = tmp_path / "run"
+    proc = labs("run", "mnist_mlp", "-p", "download", "false", "-p", "data_dir", tmp_path / "empty",
+                "--output", folder)
+    assert proc.returncode == 1
+    assert "failed" in proc.stdout and "data.load(" in proc.stdout and "download is off" in proc.stdout
+    assert "--smoke" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+    results = json.loads((folder / "results.json").read_text())
+    assert results["status"] == "failed" and "download is off" in results["error"] and results["models"] == {}
+    assert (folder / "report.ipynb").is_file() and (folder / "report.html").is_file()
+
+
+def test_a_diverged_run_says_so_and_exits_non_zero(tmp_path):
+    folder = tmp_path / "run"
+    proc = labs("run", "mnist_mlp", "--smoke", "-p", "optimizer", "sgd", "-p", "lr", "1e6", "--output", folder)
+    assert proc.returncode == 1
+    assert "mnist_mlp: diverged" in proc.stdout and "NaN" in proc.stdout
+    results = json.loads((folder / "results.json").read_text())
+    assert results["status"] == "diverged" and "NaN" in results["error"]
+    assert len(results["models"]["mlp"]["history"]) == 1       # stopped after the first epoch
+
+
+def test_nbval_runs_the_notebook_prepared_with_its_smoke_parameters(tmp_path):
+    import papermill
+    prepared = tmp_path / "01_mnist_mlp.ipynb"
+    papermill.execute_notebook(str(ROOT / "notebooks" / "01_mnist_mlp.ipynb"), str(prepared), parameters=SMOKE,
+                               prepare_only=True)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p",
+                           "no:cacheprovider", "-q", str(prepared)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert " passed" in proc.stdout and "failed" not in proc.stdout
+
+
+def test_labs_list_shows_each_parameter_with_type_default_and_help():
+    proc = labs("list", "mnist_mlp")
+    assert proc.returncode == 0
+    assert any(line.split()[:3] == ["lr", "float", "0.001"] and "learning rate" in line
+               for line in proc.stdout.splitlines())
+    assert "params/mnist_mlp/seed.yaml" in proc.stdout
+    assert "mnist_mlp" in labs("list").stdout

@@ -1,0 +1,122 @@
+import pytest
+import torch
+from torch import nn
+
+from labutils import LabsError, models, train
+
+
+def small_mlp(seed=0, dropout=0.2):
+    torch.manual_seed(seed)
+    return models.init_weights(models.mlp([128, 128, 128], dropout=dropout), "he")
+
+
+def test_fit_learns_synthetic_digits_far_above_chance(tiny_mnist):
+    model = small_mlp()
+    fit = train.fit(model, tiny_mnist, epochs=3, batch_size=32, progress=False)
+    test = train.evaluate(model, tiny_mnist.test)
+    assert fit.status == "ok" and fit.error is None
+    assert test.accuracy > 0.8          # chance is 0.1
+    assert fit.history[-1]["train_loss"] < fit.history[0]["train_loss"]
+
+
+def test_history_has_one_row_per_epoch_with_the_contract_keys(tiny_mnist):
+    fit = train.fit(small_mlp(), tiny_mnist, epochs=2, batch_size=64, progress=False)
+    assert [row["epoch"] for row in fit.history] == [1, 2]
+    assert set(fit.history[0]) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
+    assert fit.train_samples_per_second > 0
+
+
+def test_evaluation_runs_in_eval_mode_and_restores_training_mode(tiny_mnist):
+    model = small_mlp(dropout=0.5)
+    model.train()
+    first = train.evaluate(model, tiny_mnist.val)
+    second = train.evaluate(model, tiny_mnist.val)
+    assert model.training                                  # mode given back
+    assert first.loss == second.loss                       # dropout off: deterministic
+    model.eval()
+    with torch.no_grad():
+        expected = nn.functional.cross_entropy(model(tiny_mnist.val.x), tiny_mnist.val.y).item()
+    assert first.loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_confusion_matrix_and_per_class_accuracy(tiny_mnist):
+    model = small_mlp()
+    train.fit(model, tiny_mnist, epochs=2, batch_size=32, progress=False)
+    test = train.evaluate(model, tiny_mnist.test)
+    cm = test.confusion_matrix(10)
+    assert cm.shape == (10, 10) and cm.sum().item() == len(tiny_mnist.test)
+    assert cm.diag().sum().item() / cm.sum().item() == pytest.approx(test.accuracy)
+    per_class = test.per_class_accuracy(10)
+    c = 3
+    assert per_class[c] == pytest.approx(cm[c, c].item() / cm[c].sum().item())
+
+
+def test_nan_loss_stops_training_and_reports_divergence(tiny_mnist, capsys):
+    fit = train.fit(small_mlp(), tiny_mnist, epochs=5, batch_size=32, optimizer="sgd", lr=1e6, name="mlp")
+    assert fit.status == "diverged" and len(fit.history) < 5
+    assert "NaN" in fit.error and "lr=1e+06" in fit.error and fit.error.startswith("mlp:")
+    assert "DIVERGED" in capsys.readouterr().out
+
+
+def test_a_run_that_ends_at_chance_is_reported_as_diverged(tiny_mnist):
+    model = models.mlp([16])
+    for p in model.parameters():
+        nn.init.zeros_(p)          # every image gets the same scores: accuracy = share of one class
+    fit = train.fit(model, tiny_mnist, epochs=1, batch_size=32, optimizer="sgd", lr=1e-12, progress=False)
+    assert fit.status == "diverged" and "chance" in fit.error
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(tiny_mnist):
+    def run(seed):
+        train.seed_everything(seed)
+        model = models.init_weights(models.mlp([64, 64, 64], dropout=0.2), "he")
+        fit = train.fit(model, tiny_mnist, epochs=2, batch_size=32, progress=False)
+        return [(r["train_loss"], r["val_loss"], r["val_accuracy"]) for r in fit.history], \
+            train.evaluate(model, tiny_mnist.test).loss
+    assert run(7) == run(7)
+    assert run(7) != run(8)
+
+
+@pytest.mark.parametrize("name, cls", [("adam", torch.optim.Adam), ("sgd", torch.optim.SGD),
+                                       ("rmsprop", torch.optim.RMSprop), ("adadelta", torch.optim.Adadelta)])
+def test_optimizers_carry_lr_and_weight_decay(name, cls):
+    opt = train.make_optimizer(name, [nn.Parameter(torch.zeros(3))], lr=0.01, weight_decay=1e-4)
+    assert type(opt) is cls
+    assert opt.param_groups[0]["lr"] == 0.01 and opt.param_groups[0]["weight_decay"] == 1e-4
+    with pytest.raises(LabsError, match="Unknown optimizer"):
+        train.make_optimizer("adamw", [nn.Parameter(torch.zeros(3))], lr=0.01)
+
+
+def test_weight_decay_shrinks_the_weights(tiny_mnist):
+    norms = {}
+    for wd in (0.0, 0.1):
+        model = small_mlp()
+        train.fit(model, tiny_mnist, epochs=2, batch_size=32, weight_decay=wd, progress=False)
+        norms[wd] = sum(p.norm() ** 2 for p in model.parameters()).item()
+    assert norms[0.1] < 0.8 * norms[0.0]
+
+
+def test_schedules_multiply_the_learning_rate_per_iteration():
+    assert train.lr_factor("none", 0.5, 10, 4)(100) == 1.0
+    exponential = train.lr_factor("exponential", 0.5, 10, 4)
+    assert exponential(4) == pytest.approx(0.5) and exponential(2) == pytest.approx(0.5 ** 0.5)
+    step = train.lr_factor("step", 0.9, 1000, 4)
+    assert step(999) == 1.0 and step(1000) == pytest.approx(0.9) and step(2500) == pytest.approx(0.81)
+    with pytest.raises(LabsError, match="Unknown schedule"):
+        train.lr_factor("cosine_warm", 0.5, 10, 4)
+
+
+def test_history_records_the_learning_rate_of_each_epoch(tiny_mnist):
+    fit = train.fit(small_mlp(), tiny_mnist, epochs=3, batch_size=32, lr=0.01, schedule="exponential",
+                    lr_decay=0.5, progress=False)
+    assert [r["lr"] for r in fit.history] == pytest.approx([0.01, 0.005, 0.0025])
+
+
+def test_auto_device_is_an_available_one_and_missing_devices_are_refused():
+    device = train.pick_device("auto")
+    assert device.type == ("cuda" if torch.cuda.is_available() else
+                           "mps" if torch.backends.mps.is_available() else "cpu")
+    assert train.pick_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(LabsError, match="not available"):
+            train.pick_device("cuda")
