@@ -46,6 +46,49 @@ def _run(args) -> int:
     return 0 if results["status"] == "ok" else RUN_FAILED
 
 
+def _sweep(args) -> int:
+    from . import sweep
+    if args.workers < 1:
+        raise LabsError(f"--workers must be at least 1, not {args.workers}.")
+    plans = [sweep.load(f, smoke=args.smoke) for f in args.files]   # all validated before any runs
+    names = [p.name + ("-smoke" if args.smoke else "") for p in plans]
+    if len(set(names)) < len(names):
+        raise LabsError(f"Two sweep files have the same name ({', '.join(n for n in names if names.count(n) > 1)}); "
+                        f"give each a different `name:`.")
+    if len(plans) == 1:
+        outs = [Path(args.output) if args.output else Path("outputs") / "sweeps" / names[0]]
+    else:
+        outs = [Path(args.output or Path("outputs") / "sweeps") / n for n in names]
+    where = f"on the Dask cluster at {args.scheduler}" if args.scheduler else \
+        f"in {args.workers} worker process{'es' if args.workers > 1 else ''}"
+    for plan, out in zip(plans, outs):
+        print(f"Sweep {plan.name}: {len(plan.runs)} runs of {plan.assignment} into {out}", flush=True)
+    print(f"Running {where}", flush=True)
+    outcomes = sweep.run(list(zip(plans, outs)), workers=args.workers, scheduler=args.scheduler, force=args.force)
+    for plan, out, outcome in zip(plans, outs, outcomes):
+        print(f"{plan.name}: " + _summary_line(outcome, out))
+    return 0 if all(o["failed"] == 0 for o in outcomes) else RUN_FAILED
+
+
+def _summary(args) -> int:
+    from . import summary
+    folder = Path(args.sweep_dir)
+    if not any(folder.glob("*/results.json")):
+        raise LabsError(f"{folder} holds no runs (no <run>/results.json); give the folder `labs sweep` wrote.")
+    reference = {}
+    if (folder / "sweep.yaml").is_file():
+        from .params import load_yaml
+        reference = load_yaml(folder / "sweep.yaml").get("reference") or {}
+    print(_summary_line(summary.write(folder, reference=reference), folder))
+    return 0
+
+
+def _summary_line(outcome: dict, folder: Path) -> str:
+    best = f"; best: {outcome['best']}" if outcome["best"] else ""
+    return (f"{outcome['runs']} runs: {outcome['ok']} ok, {outcome['failed']} failed or diverged{best}\n"
+            f"  summary: {folder / 'summary.html'} ({folder / 'summary.md'}, {folder / 'summary.csv'})")
+
+
 def _data_download(args) -> int:
     from .data import DATASETS, fetch
     for name in args.datasets or list(DATASETS):
@@ -71,6 +114,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--output", metavar="DIR", help="run folder (default outputs/ASSIGNMENT/TIMESTAMP)")
     s.set_defaults(handler=_run)
 
+    s = sub.add_parser("sweep", help="run every run of sweep files, then summarize each sweep")
+    s.add_argument("files", nargs="+", metavar="SWEEP.yaml",
+                   help="one or more sweep files; with several, each sweep goes to OUTPUT/NAME")
+    s.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    s.add_argument("--scheduler", metavar="ADDRESS", help="send the runs to this Dask scheduler instead")
+    s.add_argument("--smoke", action="store_true", help="every run on synthetic data, tiny and offline")
+    s.add_argument("--force", action="store_true", help="run again the runs that are already done")
+    s.add_argument("--output", metavar="DIR", help="sweep folder (default outputs/sweeps/NAME)")
+    s.set_defaults(handler=_sweep)
+
+    s = sub.add_parser("summary", help="rebuild a sweep's summaries from its runs")
+    s.add_argument("sweep_dir", metavar="SWEEP_DIR")
+    s.set_defaults(handler=_summary)
+
     s = sub.add_parser("data", help="datasets")
     data_sub = s.add_subparsers(dest="data_command", required=True)
     d = data_sub.add_parser("download", help="fetch datasets into the data dir ahead of time")
@@ -88,7 +145,7 @@ def main(argv=None) -> int:
         print(f"labs: error: {e}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
-        print("labs: interrupted", file=sys.stderr)
+        print("labs: interrupted; finished runs are kept, and the same command resumes a sweep", file=sys.stderr)
         return 130
 
 

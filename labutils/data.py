@@ -149,7 +149,7 @@ def synthetic_images(n: int, shape: tuple, n_classes: int = 10, seed: int = 0) -
     for i, (label, (dy, dx)) in enumerate(zip(labels.tolist(), shifts.tolist())):
         images[i] = patterns[label].roll((dy, dx), dims=(1, 2))
     images = images * torch.empty(n, 1, 1, 1).uniform_(0.5, 1.0, generator=g)
-    images = images + 0.35 * torch.randn(images.shape, generator=g)
+    images = images + 0.25 * torch.randn(images.shape, generator=g)
     return (images.clamp(0, 1) * 255).round().to(torch.uint8), labels
 
 

@@ -4,10 +4,10 @@ import torch
 from torch import nn
 
 from . import LabsError
+from .params import INITS
 
-ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
-               "gelu": nn.GELU, "elu": nn.ELU}
-INITS = ("default", "he", "xavier", "normal")
+ACTIVATION_LAYERS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
+                     "gelu": nn.GELU, "elu": nn.ELU}
 
 
 def mlp(hidden=(1024, 1024, 1024), in_features=784, n_classes=10, activation="relu", dropout=0.0,
@@ -18,7 +18,7 @@ def mlp(hidden=(1024, 1024, 1024), in_features=784, n_classes=10, activation="re
         layers.append(nn.Linear(in_features, width))
         if batch_norm:
             layers.append(nn.BatchNorm1d(width))
-        layers.append(ACTIVATIONS[activation]())
+        layers.append(ACTIVATION_LAYERS[activation]())
         if dropout:
             layers.append(nn.Dropout(dropout))
         in_features = width

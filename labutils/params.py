@@ -16,6 +16,14 @@ from . import LabsError
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER_OWNED = {"output_dir": "--output DIR"}   # parameters that labs sets itself
 
+# The named choices of the parameters, here without torch so that validation is fast;
+# labutils.models and labutils.train implement exactly these (a test keeps them in step).
+OPTIMIZERS = ("adam", "sgd", "rmsprop", "adadelta")
+SCHEDULES = ("none", "exponential", "step")
+LOSSES = ("cross_entropy", "multi_margin")
+INITS = ("default", "he", "xavier", "normal")
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "elu")
+
 
 def course_dir(name: str) -> Path:
     """The course's notebooks/ or params/ folder, which sit beside labutils/ in the repository."""
@@ -50,13 +58,18 @@ class Parameter:
     help: str
 
 
-def declared(assignment: str) -> dict:
-    """The parameters that the assignment's notebook declares in its `parameters` cell, by name."""
+def declared_in(path: Path) -> dict:
+    """The parameters that a notebook declares in its `parameters` cell, by name, as papermill reads them."""
     import papermill  # slow to import: only when needed
     found = {}
-    for name, p in papermill.inspect_notebook(str(notebook(assignment))).items():
+    for name, p in papermill.inspect_notebook(str(path)).items():
         found[name] = Parameter(name, p["inferred_type_name"], ast.literal_eval(p["default"]), p["help"])
     return found
+
+
+def declared(assignment: str) -> dict:
+    """The parameters of an assignment's notebook, by name."""
+    return declared_in(notebook(assignment))
 
 
 def load_yaml(path) -> dict:
@@ -97,9 +110,6 @@ def _did_you_mean(name: str, known) -> str:
 
 def _rules() -> dict:
     """Allowed values by parameter name, shared by every notebook: name -> (test, what is allowed)."""
-    from .models import ACTIVATIONS, INITS  # import torch only when validating
-    from .train import LOSSES, OPTIMIZERS, SCHEDULES
-
     def one_of(choices):
         return lambda v: v in choices, "one of " + ", ".join(map(str, choices))
 
@@ -115,7 +125,7 @@ def _rules() -> dict:
         "hidden": (lambda v: all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in v),
                    "a list of layer widths, each a whole number of at least 1"),
         "optimizer": one_of(OPTIMIZERS), "schedule": one_of(SCHEDULES), "init": one_of(INITS),
-        "activation": one_of(tuple(ACTIVATIONS)), "loss": one_of(tuple(LOSSES)),
+        "activation": one_of(ACTIVATIONS), "loss": one_of(LOSSES),
         "device": (lambda v: v in ("auto", "cpu", "mps") or v == "cuda" or v.startswith("cuda:"),
                    "auto, cpu, cuda (or cuda:N) or mps"),
     }

@@ -1,5 +1,6 @@
 """Figures (curves, confusion matrix, samples, misclassified images, per-class accuracy) and results.json."""
 
+import io
 import math
 import platform
 import time
@@ -49,10 +50,18 @@ class Run:
         return self.models[name]
 
     def save(self, fig, name: str) -> None:
-        """Save a figure as <output_dir>/<name>.png when there is an output dir (Jupyter shows it either way)."""
+        """Show a figure, and save it as <output_dir>/<name>.png when there is an output dir.
+
+        The figure is drawn once, to PNG, for both; then it is closed.
+        """
+        from IPython.display import Image, display
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
         if self.output_dir:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            fig.savefig(self.output_dir / f"{name}.png", dpi=110, bbox_inches="tight")
+            (self.output_dir / f"{name}.png").write_bytes(buffer.getvalue())
+        display(Image(buffer.getvalue()))
 
     def results(self) -> dict:
         status = "diverged" if self.errors else "ok"
@@ -130,17 +139,24 @@ def _show_image(ax, image, title: str = ""):
 
 
 def plot_samples(data, per_class: int = 8):
-    """A grid of training images: one row per class."""
+    """A grid of training images, one row per class, drawn as a single picture (fast even for large grids)."""
     n_classes = len(data.classes)
-    fig, axes = plt.subplots(n_classes, per_class, figsize=(per_class * 0.9, n_classes * 0.95))
     labels = data.train.y.cpu()
-    for c, row in enumerate(axes):
-        idx = (labels == c).nonzero().flatten()[:per_class]
-        for j, ax in enumerate(row):
-            ax.axis("off")
-            if j < len(idx):
-                _show_image(ax, data.images(data.train.x[idx[j]]))
-        row[0].text(-0.15, 0.5, data.classes[c], transform=row[0].transAxes, ha="right", va="center", fontsize=8)
+    c, h, w = data.train.x.shape[1:]
+    grid = torch.ones(c, n_classes * (h + 2), per_class * (w + 2))   # white 2-pixel gaps between images
+    for k in range(n_classes):
+        idx = (labels == k).nonzero().flatten()[:per_class]
+        for j, i in enumerate(idx.tolist()):
+            grid[:, k * (h + 2):k * (h + 2) + h, j * (w + 2):j * (w + 2) + w] = data.images(data.train.x[i])
+    fig, ax = plt.subplots(figsize=(per_class * 0.75 + 1, n_classes * 0.75))
+    _show_image(ax, grid)
+    ax.set_yticks([k * (h + 2) + h / 2 for k in range(n_classes)], data.classes)
+    ax.tick_params(left=False, labelsize=8)
+    ax.axis("on")
+    ax.set_xticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(f"{per_class} training images per class", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -179,3 +195,4 @@ def plot_per_class(accuracies: dict, classes):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+

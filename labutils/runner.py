@@ -25,7 +25,8 @@ class CurrentPythonKernel(AsyncKernelManager):
 
     @property
     def kernel_spec(self):
-        return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                                "--log-level=CRITICAL"],   # the notebook's own output still shows in full
                           display_name="Python 3 (labs)", language="python")
 
 
@@ -50,44 +51,59 @@ def export_html(report: Path) -> Path:
     import nbconvert
     html, _ = nbconvert.HTMLExporter().from_filename(str(report))
     target = report.with_suffix(".html")
-    target.write_text(html)
+    results_file.write_atomic(target, html)
     return target
 
 
-def run(assignment: str, params: dict, folder: Path, stream: bool = True) -> dict:
-    """Execute the assignment's notebook with `params` (already resolved) into `folder`; return its results.
+def execute(source: Path, target: Path, parameters: dict, stream: bool = False) -> str | None:
+    """Run notebook `source` with `parameters` into `target`, then render target.html beside it.
 
-    stream: show the notebook's output (progress, epoch lines) live on this terminal.
+    The kernel runs on this Python, in target's folder. The notebook is written to a temporary file and renamed
+    when done, so `target` is never half written; a failed notebook is kept too, for reading.
+    Returns None, or one line naming the cell that failed and its error.
+    stream: show the notebook's output (progress bars, epoch lines) live on this terminal.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    target = Path(target)
+    partial = target.with_name(f".{target.stem}.partial.ipynb")
+    error = None
+    try:
+        papermill.execute_notebook(
+            str(source), str(partial), parameters=parameters, kernel_name="python3",
+            kernel_manager_class=CurrentPythonKernel, coalesce_streams=True, shutdown_kernel="immediate",
+            cwd=str(target.parent),
+            progress_bar=False, stdout_file=sys.stdout if stream else None, stderr_file=sys.stderr if stream else None)
+    except PapermillExecutionError as e:
+        error = _cell_error(e)
+    except Exception as e:  # the kernel died, could not start, ...
+        error = f"the notebook could not run: {type(e).__name__}: {e}"
+    finally:
+        if partial.exists():
+            partial.replace(target)
+            export_html(target)
+    return error
+
+
+def run(assignment: str, params: dict, folder: Path, stream: bool = True) -> dict:
+    """Execute the assignment's notebook with `params` (already resolved) into `folder`; return its results."""
     validate(assignment, params)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (folder / "results.json").unlink(missing_ok=True)
-    start = time.perf_counter()
-    error = None
+    start, error = time.perf_counter(), None
     try:
-        papermill.execute_notebook(
-            str(notebook(assignment)), str(folder / "report.ipynb"),
-            parameters={**params, "output_dir": str(folder.resolve())}, kernel_name="python3",
-            kernel_manager_class=CurrentPythonKernel, coalesce_streams=True, cwd=str(folder), progress_bar=False,
-            stdout_file=sys.stdout if stream else None, stderr_file=sys.stderr if stream else None)
-    except PapermillExecutionError as e:
-        error = _cell_error(e)
+        error = execute(notebook(assignment), folder / "report.ipynb",
+                        {**params, "output_dir": str(folder.resolve())}, stream)
     except KeyboardInterrupt:
         error = "interrupted (Ctrl-C) before the notebook finished"
         raise
-    except Exception as e:  # the kernel died, could not start, ...
-        error = f"the notebook could not run: {type(e).__name__}: {e}"
     finally:
         if error:
             results_file.write(folder / "results.json",
                                results_file.failed(assignment, params, error, time.perf_counter() - start))
-        if (folder / "report.ipynb").exists():
-            export_html(folder / "report.ipynb")
     results = results_file.read(folder)
     if results is None:
         results = results_file.failed(assignment, params, "the notebook finished without writing results.json",

@@ -12,10 +12,9 @@ from tqdm import tqdm
 
 from . import LabsError
 from .data import Data, Split, batches
+from .params import OPTIMIZERS, SCHEDULES
 
-OPTIMIZERS = ("adam", "sgd", "rmsprop", "adadelta")
-SCHEDULES = ("none", "exponential", "step")
-LOSSES = {"cross_entropy": nn.functional.cross_entropy, "multi_margin": nn.functional.multi_margin_loss}
+LOSS_FUNCTIONS = {"cross_entropy": nn.functional.cross_entropy, "multi_margin": nn.functional.multi_margin_loss}
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -100,7 +99,7 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 1000, loss: str =
     for x, y in batches(split, batch_size):
         with _autocast(device):
             out = model(x).float()
-        total += LOSSES[loss](out, y, reduction="sum")
+        total += LOSS_FUNCTIONS[loss](out, y, reduction="sum")
         logits.append(out)
     model.train(was_training)
     logits = torch.cat(logits)
@@ -132,7 +131,7 @@ def fit(model: nn.Module, data: Data, *, epochs: int, batch_size: int, optimizer
     opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay, momentum)
     steps_per_epoch = math.ceil(len(data.train) / batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(schedule, lr_decay, lr_step, steps_per_epoch))
-    criterion = LOSSES[loss]
+    criterion = LOSS_FUNCTIONS[loss]
     result, train_seconds, seen = Fit(), 0.0, 0
     chance = 1 / len(data.classes)
     for epoch in range(1, epochs + 1):

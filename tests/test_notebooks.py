@@ -10,6 +10,7 @@ from conftest import ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 ASSIGNMENTS = params.assignments()
+LABS = sorted(ASSIGNMENTS.values())            # the assignment notebooks (not the sweep summary)
 REPO_URL = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
 
 
@@ -37,7 +38,7 @@ def test_committed_without_outputs_with_kernelspec_python3(path):
             assert cell.outputs == [] and cell.execution_count is None, cell.source[:60]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
 def test_colab_badge_then_colab_only_install_from_the_project_url(path):
     nb = read(path)
     slug = REPO_URL.removeprefix("https://github.com/")
@@ -52,7 +53,7 @@ def test_every_parameter_is_annotated_commented_and_seen_by_papermill(path):
     source = parameters_cell(read(path)).source
     assigned = [node.target.id for node in ast.parse(source).body if isinstance(node, ast.AnnAssign)]
     assert len(assigned) == len(source.strip().splitlines()), "one annotated assignment per line, nothing else"
-    seen = params.declared(path.stem.split("_", 1)[1])
+    seen = params.declared_in(path)
     assert list(seen) == assigned, "papermill must parse every line (no '=' inside a comment)"
     for p in seen.values():
         assert p.type in {"int", "float", "str", "bool", "list", "dict"} and p.help, p.name
@@ -69,6 +70,14 @@ def test_default_yaml_matches_the_notebook_defaults(assignment):
         assert declared[name].default == value, name
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "params").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", sorted(p for p in (ROOT / "params").glob("*/*.yaml") if p.parent.name != "sweeps"),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_parameter_file_is_valid_for_its_assignment(path):
     params.resolve(path.parent.name, [path])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "params" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_sweep_file_is_valid(path):
+    from labutils import sweep
+    plan = sweep.load(path)
+    assert plan.runs and path.read_text().startswith("#"), "a sweep file says what it reproduces"

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from labutils import LabsError, cli, params
 
@@ -104,3 +105,15 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, message, tmp_path
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]    # no outputs/ folder, nothing
+
+
+def test_the_choices_validated_here_are_exactly_the_ones_implemented():
+    from labutils import models, train
+    assert set(params.ACTIVATIONS) == set(models.ACTIVATION_LAYERS)
+    assert set(params.LOSSES) == set(train.LOSS_FUNCTIONS)
+    for name in params.OPTIMIZERS:
+        train.make_optimizer(name, [torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    for name in params.SCHEDULES:
+        train.lr_factor(name, 0.5, 10, 4)
+    for name in params.INITS:
+        models.init_weights(models.mlp([4]), name)

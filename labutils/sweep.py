@@ -1,0 +1,251 @@
+"""Sweeps: read and validate a sweep file, run its runs in local worker processes or on a Dask cluster,
+skip the runs already done, and rebuild the summaries.
+
+A sweep file names an assignment and the runs to make:
+
+    assignment: mnist_mlp
+    name: mlp-learning-rate          # optional; else the file's name
+    base: params/mnist_mlp/seed.yaml # optional parameter file under everything else
+    params: {epochs: 10}             # fixed for every run
+    grid: {lr: [1.0e-4, 1.0e-3]}     # cartesian product
+    runs:                            # and/or named presets (crossed with the grid when both are given)
+      - {name: he, init: he}
+    reference: {he: 97.6}            # optional: the seed report's number per run, shown beside ours
+
+Each run's parameters are: notebook defaults, base, params, (smoke.yaml with --smoke), the preset, the grid point.
+"""
+
+import itertools
+import json
+import os
+import re
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+from . import LabsError, results as results_file, summary
+from .params import RUNNER_OWNED, ROOT, _did_you_mean, course_dir, declared, load_yaml, notebook, validate
+
+KEYS = ("assignment", "name", "base", "params", "grid", "runs", "reference")
+
+
+class Sweep:
+    """A validated sweep: its name, assignment, and every run's full parameters by run name."""
+
+    def __init__(self, name: str, assignment: str, runs: dict, reference: dict, source: dict):
+        self.name, self.assignment, self.runs, self.reference, self.source = name, assignment, runs, reference, source
+
+
+def _find(path: str, sweep_file: Path) -> Path:
+    """A file named in a sweep file: as given, else beside the sweep file, else in the repository."""
+    for candidate in (Path(path), sweep_file.parent / path, ROOT / path):
+        if candidate.is_file():
+            return candidate
+    return Path(path)
+
+
+def run_name(preset: str | None, point: dict) -> str:
+    """A readable, stable name: the preset's name and the grid values, e.g. `he_lr-0.001`."""
+    parts = ([preset] if preset else []) + [f"{k}-{summary.label(v)}" for k, v in point.items()]
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", "_".join(parts))
+
+
+def load(path, smoke: bool = False) -> Sweep:
+    """Read and validate a sweep file and every run's parameters; any fault is one LabsError and nothing runs."""
+    path = Path(path)
+    spec = load_yaml(path)
+
+    def fail(message):
+        raise LabsError(f"{path}: {message}")
+
+    for key in spec:
+        if key not in KEYS:
+            fail(f"unknown key {key!r}{_did_you_mean(key, KEYS)}; a sweep file has {', '.join(KEYS)}.")
+    if "assignment" not in spec:
+        fail("it names no assignment; add a line `assignment: <name>` (see `labs list`).")
+    assignment = str(spec["assignment"])
+    notebook(assignment)
+    params = declared(assignment)
+    base = load_yaml(_find(str(spec["base"]), path)) if spec.get("base") else {}
+    fixed = spec.get("params") or {}
+    grid = spec.get("grid")
+    presets = spec.get("runs") or []
+    if not isinstance(fixed, dict):
+        fail("`params` must be a mapping of parameter names to values.")
+    if grid is not None and (not isinstance(grid, dict) or not grid):
+        fail("the grid is empty; give each varied parameter a list of values, e.g. `grid: {lr: [0.01, 0.001]}`.")
+    for key, values in (grid or {}).items():
+        if not isinstance(values, list) or not values:
+            fail(f"grid entry {key!r} must be a non-empty list of values.")
+    if not isinstance(presets, list) or not all(isinstance(p, dict) and isinstance(p.get("name"), str) and p["name"]
+                                                for p in presets):
+        fail("`runs` must be a list of mappings, each with a `name`, e.g. `- {name: he, init: he}`.")
+    if not grid and not presets:
+        fail("it has no runs: give a `grid`, a list of `runs`, or both.")
+
+    smoke_values = load_yaml(course_dir("params") / assignment / "smoke.yaml") if smoke else {}
+    defaults = {n: p.default for n, p in params.items() if n not in RUNNER_OWNED}
+    grid = grid or {}
+    runs = {}
+    for preset in presets or [{}]:
+        for values in itertools.product(*grid.values()):
+            point = dict(zip(grid, values))
+            name = run_name(preset.get("name"), point)
+            if name in runs:
+                fail(f"two runs are named {name!r}; give each run its own name.")
+            merged = {**base, **fixed, **smoke_values, **{k: v for k, v in preset.items() if k != "name"}, **point}
+            try:
+                checked = {**defaults, **validate(assignment, merged, params)}
+            except LabsError as e:
+                fail(f"run {name!r}: {e}")
+            if "epochs" in smoke_values:   # a smoke sweep keeps its varied values, but never trains long
+                checked["epochs"] = min(checked["epochs"], smoke_values["epochs"])
+            runs[name] = checked
+    reference = spec.get("reference") or {}
+    for name in reference:
+        if name not in runs:
+            fail(f"`reference` names run {name!r}, which the sweep does not make{_did_you_mean(str(name), runs)}.")
+    return Sweep(str(spec.get("name") or path.stem), assignment, runs, reference, spec)
+
+
+def is_done(folder: Path, params: dict) -> bool:
+    """True when the run folder holds an ok results.json made with these very parameters."""
+    results = results_file.read(folder)
+    return bool(results) and results.get("status") == "ok" and \
+        results.get("params") == json.loads(json.dumps(results_file.json_safe(params)))
+
+
+def run_one(assignment: str, params: dict, folder: str) -> dict:
+    """One run, in a worker process (local or Dask); always returns its results, failed ones included."""
+    from .runner import run
+    start = time.perf_counter()
+    try:
+        return run(assignment, params, Path(folder), stream=False)
+    except Exception as e:   # never lose a run's outcome: record it
+        results = results_file.failed(assignment, params, f"{type(e).__name__}: {e}", time.perf_counter() - start)
+        results_file.write(Path(folder) / "results.json", results)
+        return results
+
+
+def _start_worker(threads: int) -> None:
+    """Worker start-up: the runs' kernels share the cores instead of each taking all of them, and Ctrl-C
+    is left to the parent, which stops the workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(threads))
+
+
+def _lost(task: tuple, error: Exception) -> dict:
+    """The results of a run whose worker died: written here, so the summary lists it."""
+    assignment, params, folder = task
+    results = results_file.failed(assignment, params, f"the worker running it was lost ({type(error).__name__}: "
+                                  f"{error})", 0.0)
+    results_file.write(Path(folder) / "results.json", results)
+    return results
+
+
+class _LocalWorkers:
+    """Worker processes on this machine (never threads: papermill is process-safe, not thread-safe)."""
+
+    def __init__(self, workers: int):
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+        self.pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker,
+                                        initargs=(max(1, (os.cpu_count() or 1) // workers),))
+
+    def map(self, fn, tasks: dict):
+        """Yield (key, future) as each of fn(*args) for tasks {key: args} finishes."""
+        from concurrent.futures import as_completed
+        futures = {self.pool.submit(fn, *args): key for key, args in tasks.items()}
+        for future in as_completed(futures):
+            yield futures[future], future
+
+    def close(self, stop: bool = False):
+        """Let the workers go; with `stop`, end them now, runs in progress included."""
+        if stop:
+            terminate = getattr(self.pool, "terminate_workers", None)   # Python 3.14+
+            for process in ([] if terminate else list(getattr(self.pool, "_processes", {}).values())):
+                process.terminate()
+            if terminate:
+                terminate()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _DaskWorkers:
+    """The workers of a running Dask cluster; run folders must be on a filesystem that they share."""
+
+    def __init__(self, address: str):
+        try:
+            from distributed import Client
+        except ImportError:
+            raise LabsError("--scheduler needs Dask: install it with `pip install -e \".[dask]\"`.") from None
+        try:
+            self.client = Client(address, timeout="5s")
+        except Exception as e:
+            raise LabsError(f"Could not reach a Dask scheduler at {address} ({type(e).__name__}); start one with "
+                            f"`dask scheduler` and workers with `dask worker {address} --nthreads 1`.") from None
+        self.tag = uuid.uuid4().hex[:8]
+
+    def map(self, fn, tasks: dict):
+        from distributed import as_completed
+        self.futures = {self.client.submit(fn, *args, pure=False, key=f"labs-{fn.__name__}-{key}-{self.tag}"): key
+                        for key, args in tasks.items()}
+        for future in as_completed(self.futures):
+            yield self.futures[future], future
+
+    def close(self, stop: bool = False):
+        """Let the cluster go; with `stop`, cancel the runs not finished (those running finish on their workers)."""
+        if stop and getattr(self, "futures", None):
+            self.client.cancel(list(self.futures))
+        self.client.close()
+
+
+def _describe(name: str, results: dict) -> str:
+    accuracies = ", ".join(f"{model} {m['test_accuracy']:.2%}" for model, m in results.get("models", {}).items()
+                           if m.get("test_accuracy") is not None)
+    line = f"{name}: {results['status']}" + (f", test accuracy {accuracies}" if accuracies else "")
+    line += f" ({results.get('wall_seconds') or 0:.0f} s)"
+    return line + (f"\n    {results['error']}" if results.get("error") else "")
+
+
+def run(sweeps: list, workers: int = 1, scheduler: str | None = None, force: bool = False) -> list:
+    """Run every run of `sweeps`, a list of (Sweep, folder), into folder/<run>/ on one set of workers, skipping
+    the runs already done unless `force`; then render each sweep's summaries there too. Returns their outcomes."""
+    tasks, sweeps = {}, [(plan, Path(out).resolve()) for plan, out in sweeps]
+    for plan, out in sweeps:
+        out.mkdir(parents=True, exist_ok=True)
+        results_file.write_atomic(out / "sweep.yaml", yaml.safe_dump(plan.source, sort_keys=False))
+        todo = [n for n in plan.runs if force or not is_done(out / n, plan.runs[n])]
+        if len(todo) < len(plan.runs):
+            print(f"{plan.name}: {len(plan.runs) - len(todo)} of {len(plan.runs)} runs already done: skipped "
+                  f"(--force runs them again)", flush=True)
+        tasks.update({f"{plan.name}/{n}": (plan.assignment, plan.runs[n], str(out / n)) for n in todo})
+    several = len(sweeps) > 1
+    counts = {"ok": 0, "failed": 0}
+    workers = _DaskWorkers(scheduler) if scheduler else _LocalWorkers(workers)
+    try:
+        with tqdm(total=len(tasks), desc="runs", unit="run", file=sys.stdout, dynamic_ncols=True) as bar:
+            for key, future in workers.map(run_one, tasks):
+                try:
+                    results = future.result()
+                except Exception as e:   # the worker died
+                    results = _lost(tasks[key], e)
+                counts["ok" if results["status"] == "ok" else "failed"] += 1
+                bar.update(1)
+                bar.set_postfix({**counts, "left": len(tasks) - sum(counts.values())})
+                bar.write(_describe(key if several else key.split("/", 1)[1], results), file=sys.stdout)
+        print(f"rendering {len(sweeps)} summar{'ies' if several else 'y'}", flush=True)
+        renders = {plan.name: (out, True, plan.reference) for plan, out in sweeps}
+        outcomes = {name: future.result() for name, future in workers.map(summary.write, renders)}
+    except KeyboardInterrupt:
+        workers.close(stop=True)
+        for plan, out in sweeps:   # quick: the csv and markdown tables of what finished
+            summary.write(out, render=False, reference=plan.reference)
+        raise
+    workers.close()
+    return [outcomes[plan.name] for plan, _ in sweeps]

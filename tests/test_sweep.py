@@ -1,0 +1,199 @@
+"""`labs sweep` and `labs summary`: validation, local workers, failures, resume, --force, Dask, the sweep files."""
+import csv
+import json
+import socket
+
+import pytest
+import yaml
+
+from conftest import ROOT, labs
+from labutils import LabsError, cli, sweep
+
+SMALL = {"hidden": [256, 256, 256]}   # smaller than the default: these tests are about the machinery
+
+
+def write(tmp_path, spec, name="s.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def load_error(tmp_path, spec):
+    with pytest.raises(LabsError) as e:
+        sweep.load(write(tmp_path, spec))
+    return str(e.value)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"assignment": "mnist_mlp", "grid": {"lr": [0.1]}, "grids": {}}, "unknown key 'grids' (did you mean 'grid'?)"),
+    ({"grid": {"lr": [0.1]}}, "names no assignment"),
+    ({"assignment": "mnist_mpl", "grid": {"lr": [0.1]}}, "Unknown assignment 'mnist_mpl'"),
+    ({"assignment": "mnist_mlp", "grid": {"lrr": [0.1]}}, "run 'lrr-0.1': Unknown parameter 'lrr'"),
+    ({"assignment": "mnist_mlp", "grid": {"lr": ["fast"]}}, "run 'lr-fast': lr must be a float"),
+    ({"assignment": "mnist_mlp", "grid": {"lr": [0.1, -1.0]}}, "run 'lr--1': lr must be greater than 0"),
+    ({"assignment": "mnist_mlp", "params": {"epochs": 0}, "grid": {"lr": [0.1]}}, "epochs must be at least 1"),
+    ({"assignment": "mnist_mlp", "grid": {}}, "the grid is empty"),
+    ({"assignment": "mnist_mlp", "grid": {"lr": []}}, "grid entry 'lr' must be a non-empty list"),
+    ({"assignment": "mnist_mlp"}, "it has no runs"),
+    ({"assignment": "mnist_mlp", "runs": [{"name": "a"}, {"name": "a", "lr": 0.1}]}, "two runs are named 'a'"),
+    ({"assignment": "mnist_mlp", "runs": [{"lr": 0.1}]}, "each with a `name`"),
+    ({"assignment": "mnist_mlp", "runs": [{"name": "a"}], "reference": {"b": 90}}, "names run 'b'"),
+    ({"assignment": "mnist_mlp", "base": "nope.yaml", "runs": [{"name": "a"}]}, "nope.yaml does not exist"),
+])
+def test_bad_sweep_files_are_one_clear_error(tmp_path, spec, message):
+    assert message in load_error(tmp_path, spec)
+
+
+def test_bad_sweep_file_runs_nothing_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, {"assignment": "mnist_mlp", "grid": {"lr": [0.1, 0.0]}})
+    assert cli.main(["sweep", str(path), "--smoke"]) == 2
+    err = capsys.readouterr().err
+    assert "run 'lr-0': lr must be greater than 0" in err and "Traceback" not in err
+    assert [p.name for p in tmp_path.iterdir()] == ["s.yaml"]
+
+
+def test_runs_are_named_from_presets_and_grid_values_and_layered_in_order(tmp_path):
+    (tmp_path / "base.yaml").write_text("dropout: 0.3\nepochs: 7\n")
+    plan = sweep.load(write(tmp_path, {
+        "assignment": "mnist_mlp", "base": str(tmp_path / "base.yaml"), "params": {"epochs": 5},
+        "grid": {"lr": [1.0e-3, 0.1], "hidden": [[64, 64]]},
+        "runs": [{"name": "he", "init": "he"}, {"name": "xavier", "init": "xavier", "epochs": 6}]}))
+    assert list(plan.runs) == ["he_lr-0.001_hidden-64x64", "he_lr-0.1_hidden-64x64",
+                               "xavier_lr-0.001_hidden-64x64", "xavier_lr-0.1_hidden-64x64"]
+    run = plan.runs["xavier_lr-0.1_hidden-64x64"]
+    assert (run["lr"], run["hidden"], run["init"], run["epochs"], run["dropout"]) == (0.1, [64, 64], "xavier", 6, 0.3)
+    assert plan.runs["he_lr-0.001_hidden-64x64"]["epochs"] == 5
+    assert run["batch_size"] == 128 and plan.name == "s"        # notebook default; the file's name
+
+
+def test_smoke_keeps_varied_values_but_caps_epochs(tmp_path):
+    plan = sweep.load(write(tmp_path, {"assignment": "mnist_mlp", "params": {"epochs": 30},
+                                       "grid": {"batch_size": [100, 200]}, "runs": [{"name": "long", "epochs": 50}]}),
+                      smoke=True)
+    assert [r["batch_size"] for r in plan.runs.values()] == [100, 200]     # varied: kept
+    assert all(r["epochs"] == 2 and r["synthetic"] and r["n_train"] == 600 for r in plan.runs.values())
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    """Four smoke runs on two local workers; one of them fails at run time (its data is missing)."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    path = write(tmp, {"assignment": "mnist_mlp", "name": "four", "params": SMALL,
+                       "runs": [{"name": "a"}, {"name": "b", "lr": 0.002}, {"name": "c", "seed": 1},
+                                {"name": "broken", "synthetic": False, "download": False, "data_dir": str(tmp / "none")}]})
+    out = tmp / "out"
+    first = labs("sweep", path, "--smoke", "--workers", "2", "--output", out)
+    return path, out, first
+
+
+def test_a_failing_run_does_not_stop_the_others(local_sweep):
+    _, out, proc = local_sweep
+    assert proc.returncode == 1                                   # not all ok
+    statuses = {d.name: json.loads((d / "results.json").read_text())["status"] for d in out.iterdir() if d.is_dir()}
+    assert statuses == {"a": "ok", "b": "ok", "c": "ok", "broken": "failed"}
+    assert "broken: failed" in proc.stdout and "download is off" in proc.stdout
+    assert "4 runs: 3 ok, 1 failed or diverged" in proc.stdout
+
+
+def test_summaries_list_every_run_with_metrics_and_the_failures(local_sweep):
+    _, out, _ = local_sweep
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert len(rows) == 4 and {r["run"] for r in rows} == {"a", "b", "c", "broken"}
+    assert set(rows[0]) >= {"seed", "lr", "test_accuracy", "test_loss", "best_val_accuracy", "epochs",
+                            "wall_seconds", "status", "error"}
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert all(float(r["test_accuracy"]) > 0.5 and r["epochs"] == "2" for r in ok)
+    broken = [r for r in rows if r["run"] == "broken"]
+    assert broken[0]["status"] == "failed" and "download is off" in broken[0]["error"]
+    md = (out / "summary.md").read_text().splitlines()
+    assert md[2].startswith("| run |") and md[-1].startswith("| broken |")   # best first, failures last
+    html = (out / "summary.html").read_text()
+    assert "Failed and diverged runs" in html and "download is off" in html
+    report = json.loads((out / "summary.ipynb").read_text())
+    images = sum("image/png" in o.get("data", {}) for c in report["cells"] for o in c.get("outputs", []))
+    assert images >= 4            # lr, seed, data_dir... against the metric, and the overlaid curves
+
+
+def test_started_again_it_skips_what_is_done_and_force_redoes_it(local_sweep):
+    path, out, _ = local_sweep
+    ok_files = {f: f.stat().st_mtime_ns for d in (out / "a", out / "b", out / "c") for f in d.iterdir()}
+    again = labs("sweep", path, "--smoke", "--workers", "2", "--output", out)
+    assert "3 of 4 runs already done: skipped" in again.stdout
+    assert {f: f.stat().st_mtime_ns for f in ok_files} == ok_files      # the done runs were not touched
+    assert "broken: failed" in again.stdout                              # the failed one was tried again
+    forced = labs("sweep", path, "--smoke", "--workers", "2", "--force", "--output", out)
+    assert "already done" not in forced.stdout
+    assert all(f.stat().st_mtime_ns != t for f, t in ok_files.items() if f.name == "results.json")
+
+
+def test_ctrl_c_stops_the_workers_at_once_and_keeps_the_finished_runs(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    path = write(tmp_path, {"assignment": "mnist_mlp", "params": SMALL, "grid": {"seed": [1, 2, 3, 4]}})
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "labutils", "sweep", str(path), "--smoke", "--output", str(out)],
+                            cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while not (out / "seed-1" / "results.json").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)        # Ctrl-C reaches the whole process group
+    stdout, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
+    finished = [d.name for d in out.iterdir() if (d / "results.json").exists()]
+    assert "seed-1" in finished and len(finished) < 4
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert {r["run"] for r in rows} == set(finished)
+
+
+def test_a_changed_parameter_reruns_that_run(tmp_path):
+    plan = sweep.load(write(tmp_path, {"assignment": "mnist_mlp", "runs": [{"name": "a"}]}), smoke=True)
+    folder = tmp_path / "a"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps({"status": "ok", "params": plan.runs["a"]}))
+    assert sweep.is_done(folder, plan.runs["a"])
+    assert not sweep.is_done(folder, {**plan.runs["a"], "lr": 0.5})
+    (folder / "results.json").write_text(json.dumps({"status": "failed", "params": plan.runs["a"]}))
+    assert not sweep.is_done(folder, plan.runs["a"])
+
+
+def test_summary_rebuilds_by_hand_from_the_results_files(local_sweep, tmp_path):
+    _, out, _ = local_sweep
+    (out / "summary.csv").unlink()
+    proc = labs("summary", out)
+    assert proc.returncode == 0 and (out / "summary.csv").is_file()
+    assert "4 runs: 3 ok, 1 failed or diverged" in proc.stdout
+    empty = labs("summary", tmp_path)
+    assert empty.returncode == 2 and "holds no runs" in empty.stderr
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_sweep_runs_on_a_dask_cluster(tmp_path):
+    from distributed import LocalCluster
+    path = write(tmp_path, {"assignment": "mnist_mlp", "name": "dask", "params": SMALL, "grid": {"seed": [1, 2]}})
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      scheduler_port=_free_port(), dashboard_address=None) as cluster:
+        proc = labs("sweep", path, "--smoke", "--scheduler", cluster.scheduler_address, "--output", tmp_path / "out")
+        ran_on = {w["id"] for w in cluster.scheduler_info["workers"].values()}
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "on the Dask cluster at tcp://127.0.0.1" in proc.stdout and "2 runs: 2 ok" in proc.stdout
+    for seed in (1, 2):
+        results = json.loads((tmp_path / "out" / f"seed-{seed}" / "results.json").read_text())
+        assert results["status"] == "ok" and results["params"]["seed"] == seed
+    assert len(ran_on) == 2
+
+
+def test_an_unreachable_scheduler_is_one_clear_error(tmp_path):
+    path = write(tmp_path, {"assignment": "mnist_mlp", "runs": [{"name": "a"}]})
+    proc = labs("sweep", path, "--smoke", "--scheduler", f"tcp://127.0.0.1:{_free_port()}", "--output", tmp_path / "o")
+    assert proc.returncode == 2 and "Could not reach a Dask scheduler" in proc.stderr
+    assert "Traceback" not in proc.stderr
