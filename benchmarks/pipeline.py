@@ -7,10 +7,11 @@ labutils.train.fit. Same files, model, initial weights, optimizer and batch size
 the same number of epochs, alternating, and the best epoch of each counts. Evaluation of the test images is
 measured too: the seed's loop (DataLoader, batch 100, no_grad) against labutils.train.evaluate.
 
-    python benchmarks/pipeline.py                    # the default MNIST MLP, 60,000 images
-    python benchmarks/pipeline.py --model mlp --hidden 256 256 256 256 256 --batch-size 200
+    python benchmarks/pipeline.py                                   # the default MNIST MLP
+    python benchmarks/pipeline.py --hidden 256 256 256 256 256 --batch-size 200   # the seed's MLP
+    python benchmarks/pipeline.py --dataset fashion_mnist --model lenet5 --batch-size 100
 
-Offline, it writes synthetic images in MNIST's real file format (full size by default), which both
+Offline, it writes synthetic images in the dataset's real file format (full size by default), which both
 pipelines read from the same folder; pass --data-dir to use real files instead.
 """
 
@@ -22,11 +23,17 @@ import torch
 
 from labutils import data, models, train
 
+MODELS = {
+    "mlp": lambda args, shape: models.mlp(args.hidden, in_features=shape[0] * shape[1] * shape[2], dropout=0.2),
+    "fcn": lambda args, shape: models.fcn(),
+    "lenet5": lambda args, shape: models.lenet5(shape[0], padding=2 if shape[1] == 28 else 0),
+    "lenet5_modified": lambda args, shape: models.lenet5(shape[0], padding=2 if shape[1] == 28 else 0, modified=True),
+}
 
-def build(args):
+
+def build(args, shape):
     torch.manual_seed(0)
-    model = models.mlp(args.hidden, dropout=0.2)
-    return models.init_weights(model, "he")
+    return models.init_weights(MODELS[args.model](args, shape), "he")
 
 
 def seed_style_epoch(model, loader, opt) -> float:
@@ -57,30 +64,32 @@ def seed_style_evaluation(model, loader) -> float:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="mlp", choices=["mlp"])
-    p.add_argument("--hidden", type=int, nargs="+", default=[1024, 1024, 1024])
+    p.add_argument("--dataset", default="mnist", choices=sorted(data.DATASETS))
+    p.add_argument("--model", default="mlp", choices=sorted(MODELS))
+    p.add_argument("--hidden", type=int, nargs="+", default=[1024, 1024, 1024], help="MLP widths")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--n-train", type=int, default=60000)
     p.add_argument("--epochs", type=int, default=2, help="epochs per pipeline (alternating); the best counts")
-    p.add_argument("--data-dir", default="", help="a folder with MNIST/raw/...; default: synthetic files")
+    p.add_argument("--data-dir", default="", help="a folder holding the dataset; default: synthetic files")
     args = p.parse_args()
 
     import torchvision
     from torchvision import transforms
 
+    spec = data.DATASETS[args.dataset]
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.data_dir or str(data.write_synthetic("mnist", tmp, args.n_train, 10000))
-        ours = data.load("mnist", root, download=False, n_train=args.n_train, val_fraction=0.0)
-        spec = data.DATASETS["mnist"]
+        root = args.data_dir or str(data.write_synthetic(args.dataset, tmp, args.n_train, 10000))
+        ours = data.load(args.dataset, root, download=False, n_train=args.n_train, val_fraction=0.0)
         transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)])
-        baseline_set = torchvision.datasets.MNIST(root, train=True, download=False, transform=transform)
+        dataset = getattr(torchvision.datasets, spec.torchvision_class)
+        baseline_set = dataset(root, train=True, download=False, transform=transform)
         if args.n_train < len(baseline_set):
             baseline_set = torch.utils.data.Subset(baseline_set, range(args.n_train))
         loader = torch.utils.data.DataLoader(baseline_set, batch_size=args.batch_size, shuffle=True)
-        test_loader = torch.utils.data.DataLoader(
-            torchvision.datasets.MNIST(root, train=False, download=False, transform=transform), batch_size=100)
+        test_loader = torch.utils.data.DataLoader(dataset(root, train=False, download=False, transform=transform),
+                                                  batch_size=100)
 
-        model_ours, model_base = build(args), build(args)
+        model_ours, model_base = build(args, spec.shape), build(args, spec.shape)
         opt_base = torch.optim.Adam(model_base.parameters(), lr=1e-3)
         rates = {"seed-style DataLoader": [], "labutils in-memory": []}
         for _ in range(args.epochs):
@@ -95,9 +104,10 @@ def main():
             train.evaluate(model_ours, ours.test)
             evaluation["labutils in-memory"].append(len(ours.test) / (time.perf_counter() - start))
 
-    print(f"model: {args.model} {args.hidden}, {models.count_parameters(model_ours):,} parameters; "
-          f"batch {args.batch_size}; {len(ours.train):,} training and {len(ours.test):,} test images; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu")
+    described = f"{args.model} {args.hidden}" if args.model == "mlp" else args.model
+    print(f"{spec.title}, {described}: {models.count_parameters(model_ours):,} parameters; batch {args.batch_size}; "
+          f"{len(ours.train):,} training and {len(ours.test):,} test images; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, cpu")
     for title, measured in (("training", rates), ("test evaluation", evaluation)):
         best = {name: max(r) for name, r in measured.items()}
         print(f"{title}:")

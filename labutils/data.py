@@ -102,6 +102,10 @@ DATASETS = {
     "mnist": Dataset(
         "MNIST", "MNIST/raw", "MNIST", tuple(str(d) for d in range(10)), (1, 28, 28), (0.1307,), (0.3081,),
         tuple(IDX_FILES.values()), _idx_present, _read_idx_dataset, _write_idx_dataset),
+    "fashion_mnist": Dataset(   # normalized with mean 0.5, std 0.5 as in the original report
+        "FashionMNIST", "FashionMNIST/raw", "FashionMNIST",
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        (1, 28, 28), (0.5,), (0.5,), tuple(IDX_FILES.values()), _idx_present, _read_idx_dataset, _write_idx_dataset),
 }
 
 

@@ -26,6 +26,29 @@ def mlp(hidden=(1024, 1024, 1024), in_features=784, n_classes=10, activation="re
     return nn.Sequential(*layers)
 
 
+def fcn(in_features=784, width=512, n_classes=10) -> nn.Sequential:
+    """The fully connected net of the FashionMNIST report: Linear 784 -> 512, BatchNorm1d, ReLU, Linear -> 10."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_features, width), nn.BatchNorm1d(width), nn.ReLU(),
+                         nn.Linear(width, n_classes))
+
+
+def lenet5(in_channels=1, padding=2, n_classes=10, modified=False, dropout=0.2) -> nn.Sequential:
+    """LeNet-5: three 5x5 convolutions (6, 16, 120 maps) with two poolings, then Linear 120 -> 84 -> classes.
+
+    Classic: tanh and average pooling. padding=2 lets 28x28 images in (32x32 ones need 0).
+    Modified (the report's improvement): batch norm after each conv, ReLU, max pooling, dropout after Linear 120 -> 84.
+    """
+    act = nn.ReLU if modified else nn.Tanh
+    pool = nn.MaxPool2d if modified else nn.AvgPool2d
+
+    def conv(c_in, c_out, pad=0):
+        return [nn.Conv2d(c_in, c_out, 5, padding=pad)] + ([nn.BatchNorm2d(c_out)] if modified else []) + [act()]
+
+    return nn.Sequential(
+        *conv(in_channels, 6, padding), pool(2), *conv(6, 16), pool(2), *conv(16, 120), nn.Flatten(),
+        nn.Linear(120, 84), act(), *([nn.Dropout(dropout)] if modified and dropout else []), nn.Linear(84, n_classes))
+
+
 def init_weights(model: nn.Module, scheme: str = "he", std: float = 0.01) -> nn.Module:
     """Re-draw the weights of every linear and conv layer by `scheme` with zero biases ("default" keeps PyTorch's)."""
     if scheme not in INITS:

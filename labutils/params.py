@@ -108,10 +108,12 @@ def _did_you_mean(name: str, known) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _rules() -> dict:
+def _rules(params: dict) -> dict:
     """Allowed values by parameter name, shared by every notebook: name -> (test, what is allowed)."""
     def one_of(choices):
         return lambda v: v in choices, "one of " + ", ".join(map(str, choices))
+
+    available = params["models"].default if "models" in params else []   # a notebook's default trains them all
 
     positive = (lambda v: v > 0, "greater than 0")
     at_least_1 = (lambda v: v >= 1, "at least 1")
@@ -128,6 +130,8 @@ def _rules() -> dict:
         "activation": one_of(ACTIVATIONS), "loss": one_of(LOSSES),
         "device": (lambda v: v in ("auto", "cpu", "mps") or v == "cuda" or v.startswith("cuda:"),
                    "auto, cpu, cuda (or cuda:N) or mps"),
+        "models": (lambda v: 0 < len(v) == len(set(map(str, v))) and all(m in available for m in v),
+                   "a list of different models from " + ", ".join(map(str, available))),
     }
 
 
@@ -154,7 +158,7 @@ def _typed(p: Parameter, value):
 def validate(assignment: str, values: dict, params: dict | None = None) -> dict:
     """Check names, types and ranges of `values` against the notebook's parameters; returns them typed."""
     params = params if params is not None else declared(assignment)
-    rules = _rules()
+    rules = _rules(params)
     checked = {}
     for name, value in values.items():
         if name in RUNNER_OWNED:

@@ -180,6 +180,27 @@ def plot_misclassified(data, evaluation, n: int = 24, cols: int = 8):
     return fig
 
 
+def most_confused(confusion, classes, k: int = 5) -> list:
+    """The k most frequent mistakes: (true class, predicted class, count), largest first."""
+    confusion = torch.as_tensor(confusion).clone()
+    confusion.fill_diagonal_(0)
+    counts, flat = confusion.flatten().topk(min(k, confusion.numel()))
+    n = len(classes)
+    return [(classes[i // n], classes[i % n], c) for c, i in zip(counts.tolist(), flat.tolist()) if c > 0]
+
+
+def model_table(models: dict, macs: dict) -> str:
+    """Markdown: per trained model (results.json entries) its parameters, MACs per image, seconds per epoch,
+    training images per second and test accuracy."""
+    lines = ["| model | parameters | MACs per image | seconds per epoch | training images/s | test accuracy |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, m in models.items():
+        seconds = [h["seconds"] for h in m["history"]]
+        lines.append(f"| {name} | {m['parameters']:,} | {macs[name]:,} | {sum(seconds) / len(seconds):.1f} | "
+                     f"{m['train_samples_per_second']:,.0f} | {m['test_accuracy']:.2%} |")
+    return "\n".join(lines)
+
+
 def plot_per_class(accuracies: dict, classes):
     """Test accuracy per class, one bar group per class and one bar per model."""
     fig, ax = plt.subplots(figsize=(max(6, len(classes) * 0.8), 3.5))

@@ -90,14 +90,15 @@ def to_csv(table: list, names: list) -> str:
 
 
 def to_markdown(table: list, names: list, reference: dict | None = None) -> str:
-    """The table in markdown, best first; `reference` (run name -> number) adds a column beside ours."""
+    """The table in markdown, best first; `reference` (run name -> the seed report's test accuracy in %) adds a
+    column beside ours."""
     columns = ["run", "model", *names, *COLUMNS[2:]]
-    header = [c.replace("_", " ") for c in columns] + (["reference"] if reference else [])
+    header = [c.replace("_", " ") for c in columns] + (["seed report"] if reference else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in best_first(table):
         cells = [_fmt(c, row[c]).replace("|", "/").replace("\n", " ") for c in columns]
         if reference:
-            cells.append(label(reference.get(row["run"], "")))
+            cells.append(f"{reference[row['run']]:.2f} %" if row["run"] in reference else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

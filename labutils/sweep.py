@@ -107,9 +107,11 @@ def load(path, smoke: bool = False) -> Sweep:
                 checked["epochs"] = min(checked["epochs"], smoke_values["epochs"])
             runs[name] = checked
     reference = spec.get("reference") or {}
-    for name in reference:
+    for name, value in reference.items():
         if name not in runs:
             fail(f"`reference` names run {name!r}, which the sweep does not make{_did_you_mean(str(name), runs)}.")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            fail(f"`reference` of run {name!r} must be a test accuracy in %, not {value!r}.")
     return Sweep(str(spec.get("name") or path.stem), assignment, runs, reference, spec)
 
 

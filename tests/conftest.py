@@ -19,3 +19,20 @@ def tiny_mnist():
     """Learnable synthetic MNIST, read through the real idx loader: 540 train, 60 validation, 200 test."""
     from labutils import data
     return data.load("mnist", synthetic=True, n_train=600, n_test=200, seed=0)
+
+
+def smoke_params(assignment: str) -> dict:
+    import yaml
+    return yaml.safe_load((ROOT / "params" / assignment / "smoke.yaml").read_text())
+
+
+def run_nbval(assignment: str, tmp_path) -> subprocess.CompletedProcess:
+    """nbval (--nbval-lax) over the assignment's notebook, prepared with its smoke parameters by papermill."""
+    import papermill
+    from labutils.params import notebook
+    prepared = tmp_path / notebook(assignment).name
+    papermill.execute_notebook(str(notebook(assignment)), str(prepared), parameters=smoke_params(assignment),
+                               prepare_only=True)
+    return subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p",
+                           "no:cacheprovider", "-q", str(prepared)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)

@@ -6,9 +6,9 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, labs
+from conftest import labs, run_nbval, smoke_params
 
-SMOKE = yaml.safe_load((ROOT / "params" / "mnist_mlp" / "smoke.yaml").read_text())
+SMOKE = smoke_params("mnist_mlp")
 
 
 @pytest.fixture(scope="module")
@@ -89,13 +89,7 @@ def test_a_diverged_run_says_so_and_exits_non_zero(tmp_path):
 
 
 def test_nbval_runs_the_notebook_prepared_with_its_smoke_parameters(tmp_path):
-    import papermill
-    prepared = tmp_path / "01_mnist_mlp.ipynb"
-    papermill.execute_notebook(str(ROOT / "notebooks" / "01_mnist_mlp.ipynb"), str(prepared), parameters=SMOKE,
-                               prepare_only=True)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p",
-                           "no:cacheprovider", "-q", str(prepared)], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
+    proc = run_nbval("mnist_mlp", tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout
 

@@ -38,6 +38,7 @@ def load_error(tmp_path, spec):
     ({"assignment": "mnist_mlp", "runs": [{"name": "a"}, {"name": "a", "lr": 0.1}]}, "two runs are named 'a'"),
     ({"assignment": "mnist_mlp", "runs": [{"lr": 0.1}]}, "each with a `name`"),
     ({"assignment": "mnist_mlp", "runs": [{"name": "a"}], "reference": {"b": 90}}, "names run 'b'"),
+    ({"assignment": "mnist_mlp", "runs": [{"name": "a"}], "reference": {"a": "high"}}, "must be a test accuracy"),
     ({"assignment": "mnist_mlp", "base": "nope.yaml", "runs": [{"name": "a"}]}, "nope.yaml does not exist"),
 ])
 def test_bad_sweep_files_are_one_clear_error(tmp_path, spec, message):
