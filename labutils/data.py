@@ -1,13 +1,15 @@
 """Datasets as in-memory tensors: where they live, download, their real file formats, synthetic data.
 
-Files are read by our own small readers of the real formats (MNIST's idx files, gzipped or not),
-so files placed by hand in torchvision's layout are used as they are, whatever their size.
+Files are read by our own small readers of the real formats (MNIST's idx files, gzipped or not; CIFAR-10's
+pickled batches), so files placed by hand in torchvision's layout are used as they are, whatever their size.
 torchvision is imported only to download. Synthetic data is written in the same formats and read
 back by the same readers, so a smoke run exercises the real loading path.
 """
 
 import gzip
+import hashlib
 import os
+import pickle
 import struct
 import sys
 import tempfile
@@ -80,6 +82,55 @@ def _write_idx_dataset(folder: Path, arrays: dict) -> None:
         write_idx(folder / name, arrays[key].squeeze(1) if key.endswith("_x") else arrays[key].to(torch.uint8))
 
 
+# --- CIFAR-10's pickled batches -------------------------------------------------------------
+
+CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR_FILES = CIFAR_TRAIN + ("test_batch", "batches.meta")
+# The md5 of each original batch file, as torchvision checks them. A file of a full 10,000 images must match;
+# smaller files (subsets) and synthetic ones (marked so in their batch_label) are used as they are.
+CIFAR_MD5 = {"data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+             "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
+             "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e"}
+SYNTHETIC_LABEL = "synthetic (labutils)"
+
+
+def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    raw = path.read_bytes()
+    try:
+        batch = pickle.loads(raw, encoding="latin1")   # the originals are Python 2 pickles, as torchvision reads them
+        images = torch.as_tensor(batch["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32)
+        labels = torch.tensor(batch["labels"], dtype=torch.long)
+    except Exception:
+        raise LabsError(f"{path} is not a CIFAR-10 batch file; replace it with the original file.") from None
+    synthetic = str(batch.get("batch_label", "")).startswith(SYNTHETIC_LABEL)
+    if len(labels) == 10000 and not synthetic and hashlib.md5(raw).hexdigest() != CIFAR_MD5.get(path.name):
+        raise LabsError(f"{path} is corrupted or not the original CIFAR-10 file (its md5 differs); "
+                        f"delete it and download again.")
+    return images, labels
+
+
+def _cifar_present(folder: Path) -> bool:
+    return (folder / "data_batch_1").is_file() and (folder / "test_batch").is_file()
+
+
+def _read_cifar_dataset(folder: Path) -> dict:
+    train = [_read_cifar_batch(folder / name) for name in CIFAR_TRAIN if (folder / name).is_file()]
+    test_x, test_y = _read_cifar_batch(folder / "test_batch")
+    return {"train_x": torch.cat([x for x, _ in train]), "train_y": torch.cat([y for _, y in train]),
+            "test_x": test_x, "test_y": test_y}
+
+
+def _write_cifar_dataset(folder: Path, arrays: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = zip(CIFAR_TRAIN, arrays["train_x"].chunk(5), arrays["train_y"].chunk(5))
+    for name, x, y in [*parts, ("test_batch", arrays["test_x"], arrays["test_y"])]:
+        batch = {"batch_label": f"{SYNTHETIC_LABEL} {name}", "labels": y.tolist(),
+                 "data": x.reshape(len(x), -1).numpy(), "filenames": [f"{i}.png" for i in range(len(x))]}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    meta = {"label_names": list(DATASETS["cifar10"].classes), "num_cases_per_batch": 10000}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta))
+
+
 # --- the datasets -------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -106,6 +157,11 @@ DATASETS = {
         "FashionMNIST", "FashionMNIST/raw", "FashionMNIST",
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
         (1, 28, 28), (0.5,), (0.5,), tuple(IDX_FILES.values()), _idx_present, _read_idx_dataset, _write_idx_dataset),
+    "cifar10": Dataset(
+        "CIFAR-10", "cifar-10-batches-py", "CIFAR10",
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), CIFAR_FILES, _cifar_present,
+        _read_cifar_dataset, _write_cifar_dataset),
 }
 
 
@@ -141,11 +197,14 @@ def _missing(spec: Dataset, root: Path, what: str) -> str:
 # --- synthetic data -----------------------------------------------------------------------
 
 def synthetic_images(n: int, shape: tuple, n_classes: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Learnable uint8 images: a fixed smooth pattern per class, randomly shifted, dimmed and noised."""
+    """Learnable uint8 images: a fixed smooth pattern per class, randomly shifted, dimmed and noised.
+
+    The patterns are mirror-symmetric, so a horizontal flip (an augmentation) keeps an image in its class.
+    """
     channels, height, width = shape
     patterns = torch.rand(n_classes, channels, height // 4, width // 4, generator=torch.Generator().manual_seed(1234))
     patterns = torch.nn.functional.interpolate(patterns, size=(height, width), mode="bilinear", align_corners=False)
-    patterns = (patterns > 0.55).float()   # blob-like strokes on a dark background
+    patterns = ((patterns + patterns.flip(-1)) / 2 > 0.52).float()   # blob-like strokes on a dark background
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(n_classes, (n,), generator=g)
     images = torch.empty(n, channels, height, width)
@@ -239,6 +298,24 @@ def load(name: str, path: str = "", *, download: bool = True, synthetic: bool = 
     return Data(spec.title, source, spec.classes, spec.mean, spec.std,
                 split(train_x[train_idx], train_y[train_idx]), split(train_x[val_idx], train_y[val_idx]),
                 split(test_x, test_y))
+
+
+def augment(x: torch.Tensor, crop_padding: int = 4, flip: bool = True) -> torch.Tensor:
+    """Random crops (of the image reflect-padded by `crop_padding`) and random horizontal flips, for a whole
+    batch at once, on the batch's device: no per-image work."""
+    n, _, height, width = x.shape
+    if flip:
+        flipped = torch.rand(n, device=x.device) < 0.5
+        x = torch.where(flipped.view(-1, 1, 1, 1), x.flip(3), x)
+    if crop_padding:
+        p = crop_padding
+        padded = torch.nn.functional.pad(x, (p, p, p, p), mode="reflect")
+        dy, dx = torch.randint(0, 2 * p + 1, (2, n, 1), device=x.device)
+        rows = dy + torch.arange(height, device=x.device)          # n x height
+        cols = dx + torch.arange(width, device=x.device)           # n x width
+        x = padded[torch.arange(n, device=x.device).view(-1, 1, 1), :, rows[:, :, None], cols[:, None, :]]
+        x = x.permute(0, 3, 1, 2)                                   # (n, h, w, c) -> (n, c, h, w)
+    return x
 
 
 def batches(split: Split, batch_size: int, shuffle: bool = False, augment=None):

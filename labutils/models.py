@@ -32,11 +32,12 @@ def fcn(in_features=784, width=512, n_classes=10) -> nn.Sequential:
                          nn.Linear(width, n_classes))
 
 
-def lenet5(in_channels=1, padding=2, n_classes=10, modified=False, dropout=0.2) -> nn.Sequential:
+def lenet5(in_channels=1, padding=2, n_classes=10, modified=False, dropout=0.0) -> nn.Sequential:
     """LeNet-5: three 5x5 convolutions (6, 16, 120 maps) with two poolings, then Linear 120 -> 84 -> classes.
 
     Classic: tanh and average pooling. padding=2 lets 28x28 images in (32x32 ones need 0).
-    Modified (the report's improvement): batch norm after each conv, ReLU, max pooling, dropout after Linear 120 -> 84.
+    Modified (the FashionMNIST report's improvement): batch norm after each conv, ReLU, max pooling.
+    dropout: after Linear 120 -> 84, when above 0 (the modified net of the report uses 0.2).
     """
     act = nn.ReLU if modified else nn.Tanh
     pool = nn.MaxPool2d if modified else nn.AvgPool2d
@@ -46,7 +47,48 @@ def lenet5(in_channels=1, padding=2, n_classes=10, modified=False, dropout=0.2) 
 
     return nn.Sequential(
         *conv(in_channels, 6, padding), pool(2), *conv(6, 16), pool(2), *conv(16, 120), nn.Flatten(),
-        nn.Linear(120, 84), act(), *([nn.Dropout(dropout)] if modified and dropout else []), nn.Linear(84, n_classes))
+        nn.Linear(120, 84), act(), *([nn.Dropout(dropout)] if dropout else []), nn.Linear(84, n_classes))
+
+
+def model2(n_classes=10, dropout=0.5) -> nn.Sequential:
+    """The given "model2" of the CIFAR-10 report: Conv 5x5 64, pool, Conv 5x5 64, pool, 3 x Conv 3x3 128 (all ReLU,
+    same padding), then Linear 8*8*128 -> 1024, ReLU, Dropout 0.5, Linear -> 10."""
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(8 * 8 * 128, 1024), nn.ReLU(), nn.Dropout(dropout), nn.Linear(1024, n_classes))
+
+
+class MixedPool2d(nn.Module):
+    """The mean of max pooling and average pooling: the "mixed" pooling of the MNIST ensemble report."""
+
+    def __init__(self, kernel_size: int = 2):
+        super().__init__()
+        self.kernel_size = kernel_size
+
+    def forward(self, x):
+        return 0.5 * (nn.functional.max_pool2d(x, self.kernel_size) + nn.functional.avg_pool2d(x, self.kernel_size))
+
+
+POOL_LAYERS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d, "mixed": MixedPool2d}
+
+
+def cnn(widths=(64, 128, 256), blocks=2, batch_norm=True, pool="max", dropout=0.0, in_channels=3,
+        n_classes=10) -> nn.Sequential:
+    """A free-design CNN ("model3"): per stage, `blocks` x (3x3 conv [-> batch norm] -> ReLU) at that stage's width,
+    then 2x2 pooling (max, avg or mixed); global average pooling, [dropout,] one linear classifier."""
+    layers, channels = [], in_channels
+    for width in widths:
+        for _ in range(blocks):
+            layers.append(nn.Conv2d(channels, width, 3, padding=1, bias=not batch_norm))
+            layers += [nn.BatchNorm2d(width)] if batch_norm else []
+            layers.append(nn.ReLU())
+            channels = width
+        layers.append(POOL_LAYERS[pool](2))
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()] + ([nn.Dropout(dropout)] if dropout else [])
+    return nn.Sequential(*layers, nn.Linear(channels, n_classes))
 
 
 def init_weights(model: nn.Module, scheme: str = "he", std: float = 0.01) -> nn.Module:

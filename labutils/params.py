@@ -19,10 +19,11 @@ RUNNER_OWNED = {"output_dir": "--output DIR"}   # parameters that labs sets itse
 # The named choices of the parameters, here without torch so that validation is fast;
 # labutils.models and labutils.train implement exactly these (a test keeps them in step).
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adadelta")
-SCHEDULES = ("none", "exponential", "step")
+SCHEDULES = ("none", "exponential", "step", "cosine")
 LOSSES = ("cross_entropy", "multi_margin")
 INITS = ("default", "he", "xavier", "normal")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "elu")
+POOLS = ("max", "avg", "mixed")
 
 
 def course_dir(name: str) -> Path:
@@ -115,6 +116,8 @@ def _rules(params: dict) -> dict:
 
     available = params["models"].default if "models" in params else []   # a notebook's default trains them all
 
+    widths = (lambda v: all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in v),
+              "a list of layer widths, each a whole number of at least 1")
     positive = (lambda v: v > 0, "greater than 0")
     at_least_1 = (lambda v: v >= 1, "at least 1")
     not_negative = (lambda v: v >= 0, "0 or more")
@@ -124,14 +127,15 @@ def _rules(params: dict) -> dict:
         "lr_step": at_least_1, "weight_decay": not_negative, "n_train": not_negative, "n_test": not_negative,
         "seed": not_negative, "dropout": fraction, "momentum": fraction, "val_fraction": fraction,
         "lr_decay": (lambda v: 0 < v <= 1, "in (0, 1]"),
-        "hidden": (lambda v: all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in v),
-                   "a list of layer widths, each a whole number of at least 1"),
+        "hidden": widths, "widths": widths, "blocks": at_least_1, "ensemble": not_negative,
+        "pool": one_of(POOLS),
         "optimizer": one_of(OPTIMIZERS), "schedule": one_of(SCHEDULES), "init": one_of(INITS),
         "activation": one_of(ACTIVATIONS), "loss": one_of(LOSSES),
         "device": (lambda v: v in ("auto", "cpu", "mps") or v == "cuda" or v.startswith("cuda:"),
                    "auto, cpu, cuda (or cuda:N) or mps"),
         "models": (lambda v: 0 < len(v) == len(set(map(str, v))) and all(m in available for m in v),
                    "a list of different models from " + ", ".join(map(str, available))),
+        "ensemble_of": one_of(available),
     }
 
 
@@ -167,22 +171,37 @@ def validate(assignment: str, values: dict, params: dict | None = None) -> dict:
             raise LabsError(f"Unknown parameter {name!r} for {assignment}{_did_you_mean(name, params)}; "
                             f"`labs list {assignment}` shows them all.")
         value = _typed(params[name], value)
-        if name in rules:
-            test, allowed = rules[name]
+        rule = rules.get(name) or rules.get(name.rsplit("_", 1)[-1])   # model3_widths follows the widths rule
+        if rule:
+            test, allowed = rule
             if not test(value):
                 raise LabsError(f"{name} must be {allowed}, not {value!r}.")
         checked[name] = value
     return checked
 
 
+def smoke_values(assignment: str) -> dict:
+    """The assignment's params/<assignment>/smoke.yaml."""
+    return load_yaml(course_dir("params") / assignment / "smoke.yaml")
+
+
+def shrink(values: dict, smoke: dict) -> dict:
+    """Make a run a smoke run whatever its other files say: smoke.yaml's data settings (synthetic, n_train, n_test)
+    hold, and it trains at most smoke.yaml's epochs. (Its other values sit below every file, as defaults.)"""
+    values = {**values, **{k: smoke[k] for k in ("synthetic", "n_train", "n_test") if k in smoke}}
+    if "epochs" in smoke:
+        values["epochs"] = min(values["epochs"], smoke["epochs"])
+    return values
+
+
 def resolve(assignment: str, files=(), overrides: dict | None = None, smoke: bool = False) -> dict:
-    """The full, validated parameters of a run: notebook defaults, then smoke.yaml, then each file, then overrides."""
+    """The full, validated parameters of a run: notebook defaults, then (with `smoke`) smoke.yaml, then each file,
+    then overrides; a smoke run is then shrunk to smoke size."""
     params = declared(assignment)
-    layers = [load_yaml(course_dir("params") / assignment / "smoke.yaml")] if smoke else []
-    layers += [load_yaml(f) for f in files] + [overrides or {}]
+    small = smoke_values(assignment) if smoke else {}
     merged = {}
-    for layer in layers:
+    for layer in [small, *(load_yaml(f) for f in files), overrides or {}]:
         merged.update(layer)
     values = {name: p.default for name, p in params.items() if name not in RUNNER_OWNED}
     values.update(validate(assignment, merged, params))
-    return values
+    return shrink(values, small) if smoke else values

@@ -1,7 +1,6 @@
 """Figures (curves, confusion matrix, samples, misclassified images, per-class accuracy) and results.json."""
 
 import io
-import math
 import platform
 import time
 from pathlib import Path
@@ -37,16 +36,20 @@ class Run:
 
     def add(self, name: str, model, fit, test, n_classes: int) -> dict:
         """Record a trained model: its parameter count, test evaluation and training history."""
+        return self.add_ensemble(name, [model], [fit], test, n_classes, fit.history)
+
+    def add_ensemble(self, name: str, members: list, fits: list, test, n_classes: int, history=()) -> dict:
+        """Record models whose predictions were averaged: their parameters summed, the test evaluation of the
+        average, their mean training speed (and no history of its own)."""
         self.models[name] = {
-            "parameters": count_parameters(model),
+            "parameters": sum(count_parameters(m) for m in members),
             "test_accuracy": test.accuracy, "test_loss": test.loss,
             "per_class_accuracy": test.per_class_accuracy(n_classes),
             "confusion_matrix": test.confusion_matrix(n_classes),
-            "train_samples_per_second": fit.train_samples_per_second,
-            "history": fit.history,
+            "train_samples_per_second": sum(f.train_samples_per_second for f in fits) / len(fits),
+            "history": list(history),
         }
-        if fit.status != "ok":
-            self.errors.append(fit.error)
+        self.errors += [f.error for f in fits if f.status != "ok" and f.error not in self.errors]
         return self.models[name]
 
     def save(self, fig, name: str) -> None:
@@ -138,44 +141,63 @@ def _show_image(ax, image, title: str = ""):
     ax.axis("off")
 
 
+def _tile(rows: list, gap: int = 2) -> torch.Tensor:
+    """One picture of images (CHW, values in [0, 1]) laid out in rows, with white gaps; short rows stay blank."""
+    c, h, w = rows[0][0].shape
+    picture = torch.ones(c, len(rows) * (h + gap), max(map(len, rows)) * (w + gap))
+    for i, row in enumerate(rows):
+        for j, image in enumerate(row):
+            picture[:, i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = image
+    return picture
+
+
 def plot_samples(data, per_class: int = 8):
     """A grid of training images, one row per class, drawn as a single picture (fast even for large grids)."""
-    n_classes = len(data.classes)
     labels = data.train.y.cpu()
-    c, h, w = data.train.x.shape[1:]
-    grid = torch.ones(c, n_classes * (h + 2), per_class * (w + 2))   # white 2-pixel gaps between images
-    for k in range(n_classes):
-        idx = (labels == k).nonzero().flatten()[:per_class]
-        for j, i in enumerate(idx.tolist()):
-            grid[:, k * (h + 2):k * (h + 2) + h, j * (w + 2):j * (w + 2) + w] = data.images(data.train.x[i])
-    fig, ax = plt.subplots(figsize=(per_class * 0.75 + 1, n_classes * 0.75))
-    _show_image(ax, grid)
-    ax.set_yticks([k * (h + 2) + h / 2 for k in range(n_classes)], data.classes)
-    ax.tick_params(left=False, labelsize=8)
+    rows = [[data.images(data.train.x[i]) for i in (labels == k).nonzero().flatten()[:per_class].tolist()]
+            or [torch.ones(data.train.x.shape[1:])] for k in range(len(data.classes))]
+    h = data.train.x.shape[2]
+    fig, ax = plt.subplots(figsize=(per_class * 0.75 + 1, len(rows) * 0.75))
+    _show_image(ax, _tile(rows), f"{per_class} training images per class")
     ax.axis("on")
     ax.set_xticks([])
+    ax.set_yticks([k * (h + 2) + h / 2 for k in range(len(rows))], data.classes)
+    ax.tick_params(left=False, labelsize=8)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    ax.set_title(f"{per_class} training images per class", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_augmented(data, augment, n: int = 6, copies: int = 5):
+    """Training images (first column) and `copies` random augmentations of each, as the model sees them."""
+    x = data.train.x[:n]
+    columns = [data.images(x)] + [data.images(augment(x)) for _ in range(copies)]
+    fig, ax = plt.subplots(figsize=((copies + 1) * 0.9 + 0.5, n * 0.9 + 0.5))
+    _show_image(ax, _tile([[column[i] for column in columns] for i in range(len(x))]),
+                "original, then random crops and flips")
     fig.tight_layout()
     return fig
 
 
 def plot_misclassified(data, evaluation, n: int = 24, cols: int = 8):
-    """The first `n` misclassified test images, titled "true → predicted (confidence)"."""
-    wrong = (evaluation.predictions != evaluation.labels).nonzero().flatten()[:n]
-    rows = max(1, math.ceil(len(wrong) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.5), squeeze=False)
-    for ax in axes.flat:
+    """The first `n` misclassified test images, each captioned "true → predicted (confidence)"."""
+    wrong = (evaluation.predictions != evaluation.labels).nonzero().flatten()
+    shown = wrong[:n].tolist()
+    rows = [[data.images(data.test.x[i]) for i in shown[r:r + cols]] for r in range(0, len(shown), cols)]
+    fig, ax = plt.subplots(figsize=(cols * 1.35, max(1, len(rows)) * 1.55 + 0.4))
+    title = f"{len(wrong)} of {len(evaluation.labels):,} test images misclassified"
+    if not shown:
         ax.axis("off")
-    for ax, i in zip(axes.flat, wrong.tolist()):
+        ax.set_title(title, fontsize=10)
+        return fig
+    _show_image(ax, _tile(rows, gap=12), title)
+    h, w = data.test.x.shape[2:]
+    for k, i in enumerate(shown):
         true, pred = evaluation.labels[i].item(), evaluation.predictions[i].item()
-        confidence = evaluation.probabilities[i, pred].item()
-        _show_image(ax, data.images(data.test.x[i]), f"{data.classes[true]} → {data.classes[pred]} ({confidence:.0%})")
-    if not len(wrong):
-        axes.flat[0].set_title("no misclassified images")
-    fig.suptitle(f"{(evaluation.predictions != evaluation.labels).sum().item()} of {len(evaluation.labels):,} "
-                 "test images misclassified", fontsize=10)
+        caption = f"{data.classes[true]} → {data.classes[pred]} ({evaluation.probabilities[i, pred].item():.0%})"
+        ax.text((k % cols) * (w + 12) + w / 2, (k // cols) * (h + 12) + h + 1, caption, ha="center", va="top",
+                fontsize=6)
     fig.tight_layout()
     return fig
 

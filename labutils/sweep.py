@@ -12,7 +12,8 @@ A sweep file names an assignment and the runs to make:
       - {name: he, init: he}
     reference: {he: 97.6}            # optional: the seed report's number per run, shown beside ours
 
-Each run's parameters are: notebook defaults, base, params, (smoke.yaml with --smoke), the preset, the grid point.
+Each run's parameters are: notebook defaults, (smoke.yaml with --smoke), base, params, the preset, the grid point;
+with --smoke each run is then shrunk to smoke size (params.shrink).
 """
 
 import itertools
@@ -23,22 +24,26 @@ import signal
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from tqdm import tqdm
 
-from . import LabsError, results as results_file, summary
-from .params import RUNNER_OWNED, ROOT, _did_you_mean, course_dir, declared, load_yaml, notebook, validate
+from . import LabsError, results as results_file, runner, summary
+from .params import RUNNER_OWNED, ROOT, _did_you_mean, declared, load_yaml, notebook, shrink, smoke_values, validate
 
 KEYS = ("assignment", "name", "base", "params", "grid", "runs", "reference")
 
 
+@dataclass
 class Sweep:
-    """A validated sweep: its name, assignment, and every run's full parameters by run name."""
-
-    def __init__(self, name: str, assignment: str, runs: dict, reference: dict, source: dict):
-        self.name, self.assignment, self.runs, self.reference, self.source = name, assignment, runs, reference, source
+    """A validated sweep file: every run's full parameters by run name."""
+    name: str
+    assignment: str
+    runs: dict
+    reference: dict   # run name -> the seed report's test accuracy in %
+    source: dict      # the sweep file as written, kept beside the runs as sweep.yaml
 
 
 def _find(path: str, sweep_file: Path) -> Path:
@@ -88,7 +93,7 @@ def load(path, smoke: bool = False) -> Sweep:
     if not grid and not presets:
         fail("it has no runs: give a `grid`, a list of `runs`, or both.")
 
-    smoke_values = load_yaml(course_dir("params") / assignment / "smoke.yaml") if smoke else {}
+    small = smoke_values(assignment) if smoke else {}
     defaults = {n: p.default for n, p in params.items() if n not in RUNNER_OWNED}
     grid = grid or {}
     runs = {}
@@ -98,14 +103,12 @@ def load(path, smoke: bool = False) -> Sweep:
             name = run_name(preset.get("name"), point)
             if name in runs:
                 fail(f"two runs are named {name!r}; give each run its own name.")
-            merged = {**base, **fixed, **smoke_values, **{k: v for k, v in preset.items() if k != "name"}, **point}
+            merged = {**small, **base, **fixed, **{k: v for k, v in preset.items() if k != "name"}, **point}
             try:
                 checked = {**defaults, **validate(assignment, merged, params)}
             except LabsError as e:
                 fail(f"run {name!r}: {e}")
-            if "epochs" in smoke_values:   # a smoke sweep keeps its varied values, but never trains long
-                checked["epochs"] = min(checked["epochs"], smoke_values["epochs"])
-            runs[name] = checked
+            runs[name] = shrink(checked, small) if smoke else checked
     reference = spec.get("reference") or {}
     for name, value in reference.items():
         if name not in runs:
@@ -124,10 +127,9 @@ def is_done(folder: Path, params: dict) -> bool:
 
 def run_one(assignment: str, params: dict, folder: str) -> dict:
     """One run, in a worker process (local or Dask); always returns its results, failed ones included."""
-    from .runner import run
     start = time.perf_counter()
     try:
-        return run(assignment, params, Path(folder), stream=False)
+        return runner.run(assignment, params, Path(folder), stream=False)
     except Exception as e:   # never lose a run's outcome: record it
         results = results_file.failed(assignment, params, f"{type(e).__name__}: {e}", time.perf_counter() - start)
         results_file.write(Path(folder) / "results.json", results)

@@ -92,13 +92,6 @@ def test_the_report_compares_the_models_in_this_runs_numbers(smoke):
     assert "6.6× LeNet-5" in html
 
 
-def test_one_model_can_be_trained_alone(tmp_path):
-    proc = labs("run", "fashion_fcn_vs_lenet", "--smoke", "-p", "models", "[lenet5_modified]", "--output", tmp_path)
-    assert proc.returncode == 0, proc.stdout[-2000:]
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert list(results["models"]) == ["lenet5_modified"] and results["params"]["models"] == ["lenet5_modified"]
-
-
 def test_nbval_runs_the_notebook_prepared_with_its_smoke_parameters(tmp_path):
     proc = run_nbval("fashion_fcn_vs_lenet", tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]

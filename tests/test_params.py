@@ -63,10 +63,18 @@ def test_good_values_are_typed():
 def test_files_layer_in_order_and_overrides_win(tmp_path):
     (tmp_path / "a.yaml").write_text("lr: 0.1\nepochs: 3\n")
     (tmp_path / "b.yaml").write_text("lr: 0.2\n")
-    resolved = params.resolve("mnist_mlp", [tmp_path / "a.yaml", tmp_path / "b.yaml"], {"epochs": 4}, smoke=True)
+    resolved = params.resolve("mnist_mlp", [tmp_path / "a.yaml", tmp_path / "b.yaml"], {"epochs": 4})
     assert resolved["lr"] == 0.2 and resolved["epochs"] == 4
-    assert resolved["synthetic"] is True and resolved["n_train"] == 600      # from smoke.yaml
     assert resolved["dropout"] == 0.2 and "output_dir" not in resolved      # notebook default
+
+
+def test_smoke_sits_under_the_files_but_its_data_size_and_epochs_always_hold(tmp_path):
+    (tmp_path / "a.yaml").write_text("batch_size: 64\nepochs: 30\nn_train: 0\nsynthetic: false\n")
+    resolved = params.resolve("mnist_mlp", [tmp_path / "a.yaml"], {"epochs": 1}, smoke=True)
+    assert resolved["batch_size"] == 64                                  # the file's value, over smoke.yaml's 32
+    assert resolved["synthetic"] is True and resolved["n_train"] == 600  # smoke.yaml's data size holds
+    assert resolved["epochs"] == 1                                       # at most smoke.yaml's 2
+    assert params.resolve("mnist_mlp", [tmp_path / "a.yaml"], smoke=True)["epochs"] == 2
 
 
 def test_yaml_files_missing_malformed_or_not_a_mapping(tmp_path):
