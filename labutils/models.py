@@ -152,8 +152,8 @@ def summary(model: nn.Module, input_shape: tuple) -> dict:
 def describe(model: nn.Module, input_shape: tuple) -> str:
     """A printable table of `summary`: one line per layer, totals at the bottom."""
     s = summary(model, input_shape)
-    lines = [f"{'layer':<14}{'kind':<14}{'output':<18}{'parameters':>12}{'MACs':>14}"]
+    lines = [f"{'layer':<7}{'kind':<19}{'output':<14}{'parameters':>12}{'MACs':>14}"]
     for name, kind, shape, params, mac in s["layers"]:
-        lines.append(f"{name:<14}{kind:<14}{'x'.join(map(str, shape)):<18}{params:>12,}{mac:>14,}")
-    lines.append(f"{'total':<46}{s['parameters']:>12,}{s['macs']:>14,}")
+        lines.append(f"{name:<7}{kind:<19}{'x'.join(map(str, shape)):<14}{params:>12,}{mac:>14,}")
+    lines.append(f"{'total':<40}{s['parameters']:>12,}{s['macs']:>14,}")
     return "\n".join(lines)

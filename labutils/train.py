@@ -16,6 +16,13 @@ from .data import Data, Split, batches
 from .params import OPTIMIZERS, SCHEDULES
 
 LOSS_FUNCTIONS = {"cross_entropy": nn.functional.cross_entropy, "multi_margin": nn.functional.multi_margin_loss}
+FIT_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "schedule", "lr_decay",
+               "lr_step", "loss")
+
+
+def options(params: dict) -> dict:
+    """The training settings among a notebook's parameters, as keyword arguments of fit()."""
+    return {name: params[name] for name in FIT_OPTIONS if name in params}
 
 
 def pick_device(name: str = "auto") -> torch.device:

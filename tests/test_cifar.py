@@ -136,7 +136,7 @@ def test_smoke_run_has_three_models_and_the_ensemble_learning_far_above_chance(s
 def test_the_report_shows_the_ensemble_gain_and_the_divergence_check(smoke):
     _, folder, _ = smoke
     html = (folder / "report.html").read_text()
-    assert "mean of the members" in html and "gain over the mean member" in html
+    assert "mean of the members" in html and "points over the mean member" in html
     assert "lenet5: ok" in html and "model2: ok" in html and "model3: ok" in html
 
 

@@ -120,3 +120,10 @@ def test_auto_device_is_an_available_one_and_missing_devices_are_refused():
     if not torch.cuda.is_available():
         with pytest.raises(LabsError, match="not available"):
             train.pick_device("cuda")
+
+
+def test_options_pass_a_notebooks_training_parameters_to_fit():
+    import inspect
+    params = {"lr": 0.1, "epochs": 3, "hidden": [4], "seed": 1, "loss": "multi_margin"}
+    assert train.options(params) == {"lr": 0.1, "epochs": 3, "loss": "multi_margin"}
+    assert set(train.FIT_OPTIONS) <= set(inspect.signature(train.fit).parameters)
