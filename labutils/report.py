@@ -80,10 +80,7 @@ class Run:
         results = self.results()
         if self.output_dir:
             results_file.write(self.output_dir / "results.json", results)
-        accuracies = ", ".join(f"{name} {m['test_accuracy']:.2%}" for name, m in self.models.items())
-        print(f"status: {results['status']}; test accuracy: {accuracies}; {results['wall_seconds']:.0f} s")
-        if self.errors:
-            print("WARNING: " + results["error"])
+        print(("" if results["status"] == "ok" else "WARNING: ") + results_file.describe(results))
         return results
 
 

@@ -60,3 +60,12 @@ def failed(assignment: str, params: dict, error: str, seconds: float) -> dict:
            "gpu": None, "labutils": __version__}
     return {"assignment": assignment, "status": "failed", "error": error, "params": params, "env": env,
             "wall_seconds": seconds, "models": {}}
+
+
+def describe(results: dict) -> str:
+    """For a terminal: the status, each model's test accuracy and the wall time; the error on a second line."""
+    accuracies = ", ".join(f"{name} {m['test_accuracy']:.2%}" for name, m in (results.get("models") or {}).items()
+                           if m.get("test_accuracy") is not None)
+    line = results["status"] + (f", test accuracy {accuracies}" if accuracies else "")
+    line += f" ({results.get('wall_seconds') or 0:.0f} s)"
+    return line + (f"\n    {results['error']}" if results.get("error") else "")

@@ -114,13 +114,4 @@ def run(assignment: str, params: dict, folder: Path, stream: bool = True) -> dic
 
 def describe_outcome(results: dict, folder: Path) -> str:
     """A short account of a finished run for the terminal."""
-    accuracies = ", ".join(f"{name} {m['test_accuracy']:.2%}" for name, m in results["models"].items()
-                           if m.get("test_accuracy") is not None)
-    lines = [f"{results['assignment']}: {results['status']}"
-             + (f", test accuracy {accuracies}" if accuracies else "")
-             + f" ({results['wall_seconds']:.0f} s)"]
-    if results.get("error"):
-        lines.append(f"  {results['error']}")
-    lines.append(f"  report: {folder / 'report.html'}")
-    return "\n".join(lines)
-
+    return f"{results['assignment']}: {results_file.describe(results)}\n  report: {folder / 'report.html'}"

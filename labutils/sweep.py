@@ -209,14 +209,6 @@ class _DaskWorkers:
         self.client.close()
 
 
-def _describe(name: str, results: dict) -> str:
-    accuracies = ", ".join(f"{model} {m['test_accuracy']:.2%}" for model, m in results.get("models", {}).items()
-                           if m.get("test_accuracy") is not None)
-    line = f"{name}: {results['status']}" + (f", test accuracy {accuracies}" if accuracies else "")
-    line += f" ({results.get('wall_seconds') or 0:.0f} s)"
-    return line + (f"\n    {results['error']}" if results.get("error") else "")
-
-
 def run(sweeps: list, workers: int = 1, scheduler: str | None = None, force: bool = False) -> list:
     """Run every run of `sweeps`, a list of (Sweep, folder), into folder/<run>/ on one set of workers, skipping
     the runs already done unless `force`; then render each sweep's summaries there too. Returns their outcomes."""
@@ -242,7 +234,8 @@ def run(sweeps: list, workers: int = 1, scheduler: str | None = None, force: boo
                 counts["ok" if results["status"] == "ok" else "failed"] += 1
                 bar.update(1)
                 bar.set_postfix({**counts, "left": len(tasks) - sum(counts.values())})
-                bar.write(_describe(key if several else key.split("/", 1)[1], results), file=sys.stdout)
+                name = key if several else key.split("/", 1)[1]
+                bar.write(f"{name}: {results_file.describe(results)}", file=sys.stdout)
         print(f"rendering {len(sweeps)} summar{'ies' if several else 'y'}", flush=True)
         renders = {plan.name: (out, True, plan.reference) for plan, out in sweeps}
         outcomes = {name: future.result() for name, future in workers.map(summary.write, renders)}

@@ -129,3 +129,21 @@ def test_synthetic_classes_are_distinct_patterns():
     means = torch.stack([x[y == c].float().mean(0) for c in range(10)]).flatten(1)
     distances = torch.cdist(means, means)
     assert distances[~torch.eye(10, dtype=torch.bool)].min() > 100   # every pair of classes differs clearly
+
+
+def test_labs_data_download_uses_files_in_place_and_explains_a_failed_download(tmp_path, monkeypatch, capsys):
+    from labutils import cli
+
+    class OfflineMNIST:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\n<urlopen error offline>\n")
+    fake = types.ModuleType("torchvision")
+    fake.datasets = types.SimpleNamespace(MNIST=OfflineMNIST)
+    monkeypatch.setitem(sys.modules, "torchvision", fake)
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", fake.datasets)
+    assert cli.main(["data", "download", "mnist", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "could not be downloaded" in err and "urlopen error offline" in err and err.count("\n") == 1
+    data.write_synthetic("mnist", tmp_path, n_train=20, n_test=10)   # as if placed by hand: no download needed
+    assert cli.main(["data", "download", "mnist", "--data-dir", str(tmp_path)]) == 0
+    assert f"mnist: in {tmp_path}" in capsys.readouterr().out
