@@ -105,7 +105,8 @@ ALIASES = {"learning_rate": "lr", "wd": "weight_decay", "l2": "weight_decay", "b
 
 
 def _did_you_mean(name: str, known) -> str:
-    close = [ALIASES[name]] if ALIASES.get(name) in known else difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+    close = [ALIASES[name]] if ALIASES.get(name) in known else \
+        difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -131,7 +132,7 @@ def _rules(params: dict) -> dict:
         "pool": one_of(POOLS),
         "optimizer": one_of(OPTIMIZERS), "schedule": one_of(SCHEDULES), "init": one_of(INITS),
         "activation": one_of(ACTIVATIONS), "loss": one_of(LOSSES),
-        "device": (lambda v: v in ("auto", "cpu", "mps") or v == "cuda" or v.startswith("cuda:"),
+        "device": (lambda v: v in ("auto", "cpu", "cuda", "mps") or v.startswith("cuda:"),
                    "auto, cpu, cuda (or cuda:N) or mps"),
         "models": (lambda v: 0 < len(v) == len(set(map(str, v))) and all(m in available for m in v),
                    "a list of different models from " + ", ".join(map(str, available))),

@@ -12,7 +12,7 @@ from . import __version__, results as results_file
 from .models import count_parameters
 
 
-# --- results.json -------------------------------------------------------------------------
+# --- a run's results ----------------------------------------------------------------------
 
 def environment(device) -> dict:
     """Versions and hardware, as results.json records them."""

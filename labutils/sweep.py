@@ -171,12 +171,11 @@ class _LocalWorkers:
 
     def close(self, stop: bool = False):
         """Let the workers go; with `stop`, end them now, runs in progress included."""
-        if stop:
-            terminate = getattr(self.pool, "terminate_workers", None)   # Python 3.14+
-            for process in ([] if terminate else list(getattr(self.pool, "_processes", {}).values())):
+        if stop and hasattr(self.pool, "terminate_workers"):   # Python 3.14+
+            self.pool.terminate_workers()
+        elif stop:
+            for process in list(self.pool._processes.values()):
                 process.terminate()
-            if terminate:
-                terminate()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -193,7 +192,7 @@ class _DaskWorkers:
         except Exception as e:
             raise LabsError(f"Could not reach a Dask scheduler at {address} ({type(e).__name__}); start one with "
                             f"`dask scheduler` and workers with `dask worker {address} --nthreads 1`.") from None
-        self.tag = uuid.uuid4().hex[:8]
+        self.tag, self.futures = uuid.uuid4().hex[:8], {}
 
     def map(self, fn, tasks: dict):
         from distributed import as_completed
@@ -204,7 +203,7 @@ class _DaskWorkers:
 
     def close(self, stop: bool = False):
         """Let the cluster go; with `stop`, cancel the runs not finished (those running finish on their workers)."""
-        if stop and getattr(self, "futures", None):
+        if stop and self.futures:
             self.client.cancel(list(self.futures))
         self.client.close()
 
@@ -222,7 +221,7 @@ def run(sweeps: list, workers: int = 1, scheduler: str | None = None, force: boo
                   f"(--force runs them again)", flush=True)
         tasks.update({f"{plan.name}/{n}": (plan.assignment, plan.runs[n], str(out / n)) for n in todo})
     several = len(sweeps) > 1
-    counts = {"ok": 0, "failed": 0}
+    counts = {"ok": 0, "failed or diverged": 0}
     workers = _DaskWorkers(scheduler) if scheduler else _LocalWorkers(workers)
     try:
         with tqdm(total=len(tasks), desc="runs", unit="run", file=sys.stdout, dynamic_ncols=True) as bar:
@@ -231,7 +230,7 @@ def run(sweeps: list, workers: int = 1, scheduler: str | None = None, force: boo
                     results = future.result()
                 except Exception as e:   # the worker died
                     results = _lost(tasks[key], e)
-                counts["ok" if results["status"] == "ok" else "failed"] += 1
+                counts["ok" if results["status"] == "ok" else "failed or diverged"] += 1
                 bar.update(1)
                 bar.set_postfix({**counts, "left": len(tasks) - sum(counts.values())})
                 name = key if several else key.split("/", 1)[1]

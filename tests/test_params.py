@@ -125,3 +125,17 @@ def test_the_choices_validated_here_are_exactly_the_ones_implemented():
         train.lr_factor(name, 0.5, 10, 4)
     for name in params.INITS:
         models.init_weights(models.mlp([4]), name)
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("model3_pool", "sum", "model3_pool must be one of max, avg, mixed"),
+    ("model3_widths", [64, 0], "model3_widths must be a list of layer widths"),
+    ("model3_blocks", 0, "model3_blocks must be at least 1"),
+    ("lenet5_dropout", 1.0, "lenet5_dropout must be in [0, 1)"),
+    ("ensemble", -1, "ensemble must be 0 or more"),
+    ("ensemble_of", "fcn", "ensemble_of must be one of lenet5, model2, model3"),
+    ("models", ["model4"], "models must be a list of different models from lenet5, model2, model3"),
+    ("schedule", "linear", "schedule must be one of none, exponential, step, cosine"),
+])
+def test_the_cifar_labs_own_parameters_are_checked_too(name, value, message):
+    assert message in error_of("cifar10_cnn", **{name: value})
