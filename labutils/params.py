@@ -195,14 +195,19 @@ def shrink(values: dict, smoke: dict) -> dict:
     return values
 
 
-def resolve(assignment: str, files=(), overrides: dict | None = None, smoke: bool = False) -> dict:
-    """The full, validated parameters of a run: notebook defaults, then (with `smoke`) smoke.yaml, then each file,
-    then overrides; a smoke run is then shrunk to smoke size."""
-    params = declared(assignment)
+def combine(assignment: str, layers: list, smoke: bool = False, params: dict | None = None) -> dict:
+    """The full, validated parameters of a run: notebook defaults, then (with `smoke`) smoke.yaml, then each
+    layer of values, later ones winning; a smoke run is then shrunk to smoke size."""
+    params = params if params is not None else declared(assignment)
     small = smoke_values(assignment) if smoke else {}
     merged = {}
-    for layer in [small, *(load_yaml(f) for f in files), overrides or {}]:
+    for layer in [small, *layers]:
         merged.update(layer)
     values = {name: p.default for name, p in params.items() if name not in RUNNER_OWNED}
     values.update(validate(assignment, merged, params))
     return shrink(values, small) if smoke else values
+
+
+def resolve(assignment: str, files=(), overrides: dict | None = None, smoke: bool = False) -> dict:
+    """The parameters of `labs run`: parameter files in order, then single overrides (see combine)."""
+    return combine(assignment, [*(load_yaml(f) for f in files), overrides or {}], smoke)

@@ -230,7 +230,8 @@ def plot_per_class(accuracies: dict, classes):
     low = min(100 * a for acc in accuracies.values() for a in acc)
     ax.set(xticks=range(len(classes)), ylabel="test accuracy (%)", title="Accuracy per class",
            ylim=(max(0, low - 5), 100.5))
-    ax.set_xticklabels(classes, rotation=30 if max(map(len, classes)) > 3 else 0, ha="right" if max(map(len, classes)) > 3 else "center")
+    long_names = max(map(len, classes)) > 3
+    ax.set_xticklabels(classes, rotation=30 if long_names else 0, ha="right" if long_names else "center")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

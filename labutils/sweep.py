@@ -12,8 +12,8 @@ A sweep file names an assignment and the runs to make:
       - {name: he, init: he}
     reference: {he: 97.6}            # optional: the seed report's number per run, shown beside ours
 
-Each run's parameters are: notebook defaults, (smoke.yaml with --smoke), base, params, the preset, the grid point;
-with --smoke each run is then shrunk to smoke size (params.shrink).
+Each run's parameters are (params.combine): notebook defaults, (smoke.yaml with --smoke), base, params, the
+preset, the grid point; with --smoke each run is then shrunk to smoke size.
 """
 
 import itertools
@@ -31,7 +31,7 @@ import yaml
 from tqdm import tqdm
 
 from . import LabsError, results as results_file, runner, summary
-from .params import RUNNER_OWNED, ROOT, _did_you_mean, declared, load_yaml, notebook, shrink, smoke_values, validate
+from .params import ROOT, _did_you_mean, combine, declared, load_yaml, notebook
 
 KEYS = ("assignment", "name", "base", "params", "grid", "runs", "reference")
 
@@ -93,8 +93,6 @@ def load(path, smoke: bool = False) -> Sweep:
     if not grid and not presets:
         fail("it has no runs: give a `grid`, a list of `runs`, or both.")
 
-    small = smoke_values(assignment) if smoke else {}
-    defaults = {n: p.default for n, p in params.items() if n not in RUNNER_OWNED}
     grid = grid or {}
     runs = {}
     for preset in presets or [{}]:
@@ -103,12 +101,11 @@ def load(path, smoke: bool = False) -> Sweep:
             name = run_name(preset.get("name"), point)
             if name in runs:
                 fail(f"two runs are named {name!r}; give each run its own name.")
-            merged = {**small, **base, **fixed, **{k: v for k, v in preset.items() if k != "name"}, **point}
+            layers = [base, fixed, {k: v for k, v in preset.items() if k != "name"}, point]
             try:
-                checked = {**defaults, **validate(assignment, merged, params)}
+                runs[name] = combine(assignment, layers, smoke, params)
             except LabsError as e:
                 fail(f"run {name!r}: {e}")
-            runs[name] = shrink(checked, small) if smoke else checked
     reference = spec.get("reference") or {}
     for name, value in reference.items():
         if name not in runs:

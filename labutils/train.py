@@ -1,5 +1,6 @@
 """Training and evaluation: device choice, seeding, optimizers, schedules, losses, the fit loop, divergence."""
 
+import functools
 import math
 import random
 import sys
@@ -72,22 +73,24 @@ def lr_factor(schedule: str, decay: float, step: int, steps_per_epoch: int, tota
     raise LabsError(f"Unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}.")
 
 
+@functools.cache
+def _bf16(device: torch.device) -> bool:
+    """Whether the device computes in bf16 natively (CUDA GPUs from Ampere on); asked once per device."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def _autocast(device: torch.device):
-    """bf16 autocast on GPUs that compute in bf16 natively (Ampere and newer); full precision elsewhere."""
-    bf16 = device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
+    """bf16 autocast where the GPU computes in bf16 natively; full precision elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=_bf16(device))
 
 
 def _for_device(model: nn.Module, device: torch.device) -> nn.Module:
-    """On CUDA: channels-last memory layout, which convolutions run faster in, and cuDNN autotuning."""
+    """On CUDA: the channels-last memory layout of the weights (the images are stored so by data.load), which
+    convolutions run faster in, and cuDNN autotuning."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         model.to(memory_format=torch.channels_last)
     return model
-
-
-def _batch_for(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" and x.dim() == 4 else x
 
 
 @dataclass
@@ -122,7 +125,7 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 0, loss: str = "c
     logits = []
     for x, y in batches(split, batch_size):
         with _autocast(device):
-            out = model(_batch_for(x, device)).float()
+            out = model(x).float()
         total += LOSS_FUNCTIONS[loss](out, y, reduction="sum")
         logits.append(out)
     model.train(was_training)
@@ -180,7 +183,7 @@ def fit(model: nn.Module, data: Data, *, epochs: int, batch_size: int, optimizer
                    leave=False, file=sys.stdout, mininterval=0.5, disable=not progress, ncols=100)
         for x, y in batches(data.train, batch_size, shuffle=True, augment=augment):
             with _autocast(device):
-                out = model(_batch_for(x, device))
+                out = model(x)
                 batch_loss = criterion(out.float(), y)
             opt.zero_grad(set_to_none=True)
             batch_loss.backward()

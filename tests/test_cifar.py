@@ -153,3 +153,21 @@ def test_a_model_that_collapses_to_chance_is_named_in_the_report_and_results(tmp
 def test_nbval_runs_the_notebook_prepared_with_its_smoke_parameters(tmp_path):
     proc = run_nbval("cifar10_cnn", tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_torchvisions_own_cifar_reader_reads_our_synthetic_files_as_we_do(tmp_path):
+    import torchvision
+    root = data.write_synthetic("cifar10", tmp_path, n_train=50, n_test=20)
+
+    class WithoutMd5(torchvision.datasets.CIFAR10):   # synthetic files cannot match the originals' md5
+        def _check_integrity(self):
+            return True
+
+        def _load_meta(self):
+            self.classes = pickle.loads((root / self.base_folder / "batches.meta").read_bytes(), encoding="latin1")[
+                "label_names"]
+
+    theirs = WithoutMd5(str(root), train=True)
+    ours = data.DATASETS["cifar10"].read(root / "cifar-10-batches-py")
+    assert torch.equal(torch.as_tensor(theirs.data).permute(0, 3, 1, 2), ours["train_x"])
+    assert theirs.targets == ours["train_y"].tolist() and theirs.classes == list(data.DATASETS["cifar10"].classes)
