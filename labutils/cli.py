@@ -43,6 +43,7 @@ def _run(args) -> int:
     print(f"Running {args.assignment} into {folder}", flush=True)
     results = run(args.assignment, params, folder)
     print(describe_outcome(results, folder))
+    _refresh_index(folder)
     return 0 if results["status"] == "ok" else RUN_FAILED
 
 
@@ -67,6 +68,7 @@ def _sweep(args) -> int:
     outcomes = sweep.run(list(zip(plans, outs)), workers=args.workers, scheduler=args.scheduler, force=args.force)
     for plan, out, outcome in zip(plans, outs, outcomes):
         print(f"{plan.name}: " + _summary_line(outcome, out))
+    _refresh_index(*outs)
     return 0 if all(o["failed"] == 0 for o in outcomes) else RUN_FAILED
 
 
@@ -75,11 +77,12 @@ def _summary(args) -> int:
     folder = Path(args.sweep_dir)
     if not any(folder.glob("*/results.json")):
         raise LabsError(f"{folder} holds no runs (no <run>/results.json); give the folder `labs sweep` wrote.")
-    reference = {}
+    spec = {}
     if (folder / "sweep.yaml").is_file():
         from .params import load_yaml
-        reference = load_yaml(folder / "sweep.yaml").get("reference") or {}
-    print(_summary_line(summary.write(folder, reference=reference), folder))
+        spec = load_yaml(folder / "sweep.yaml")
+    print(_summary_line(summary.write(folder, reference=spec.get("reference") or {}, name=spec.get("name") or "",
+                                      notes=spec.get("notes") or {}), folder))
     return 0
 
 
@@ -87,6 +90,29 @@ def _summary_line(outcome: dict, folder: Path) -> str:
     best = f"; best: {outcome['best']}" if outcome["best"] else ""
     return (f"{outcome['runs']} runs: {outcome['ok']} ok, {outcome['failed']} failed or diverged{best}\n"
             f"  summary: {folder / 'summary.html'} ({folder / 'summary.md'}, {folder / 'summary.csv'})")
+
+
+OUTPUTS = Path("outputs")
+
+
+def _refresh_index(*folders: Path) -> None:
+    """After a run or sweep that landed under outputs/, rebuild outputs/index.html (a failure here only warns)."""
+    from . import index
+    if not any(OUTPUTS.resolve() in Path(f).resolve().parents for f in folders):
+        return
+    try:
+        print(f"  index of every run: {index.write(OUTPUTS)}")
+    except OSError as e:
+        print(f"labs: warning: could not rebuild {OUTPUTS / 'index.html'} ({e.strerror or e})", file=sys.stderr)
+
+
+def _index(args) -> int:
+    from . import index
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise LabsError(f"{folder} is not a folder; give the folder that holds the runs (default: outputs).")
+    print(f"wrote {index.write(folder)}")
+    return 0
 
 
 def _data_download(args) -> int:
@@ -128,6 +154,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("sweep_dir", metavar="SWEEP_DIR")
     s.set_defaults(handler=_summary)
 
+    s = sub.add_parser("index", help="FOLDER/index.html: every run and sweep under FOLDER, newest first, linked")
+    s.add_argument("folder", nargs="?", default=str(OUTPUTS), metavar="FOLDER", help="default: outputs")
+    s.set_defaults(handler=_index)
+
     s = sub.add_parser("data", help="datasets")
     data_sub = s.add_subparsers(dest="data_command", required=True)
     d = data_sub.add_parser("download", help="fetch datasets into the data dir ahead of time")
@@ -143,6 +173,11 @@ def main(argv=None) -> int:
         return args.handler(args)
     except LabsError as e:
         print(f"labs: error: {e}", file=sys.stderr)
+        return USAGE_ERROR
+    except OSError as e:   # writing results, summaries or reports: a full disk, a folder made read-only, ...
+        where = f" {e.filename}" if e.filename else ""
+        print(f"labs: error: could not write{where}: {e.strerror or e}; free some disk space or check the "
+              f"folder's permissions, then run the same command again.", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
         print("labs: interrupted; finished runs are kept, and the same command resumes a sweep", file=sys.stderr)

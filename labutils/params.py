@@ -18,12 +18,44 @@ RUNNER_OWNED = {"output_dir": "--output DIR"}   # parameters that labs sets itse
 
 # The named choices of the parameters, here without torch so that validation is fast;
 # labutils.models and labutils.train implement exactly these (a test keeps them in step).
-OPTIMIZERS = ("adam", "sgd", "rmsprop", "adadelta")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adadelta")
 SCHEDULES = ("none", "exponential", "step", "cosine")
 LOSSES = ("cross_entropy", "multi_margin")
 INITS = ("default", "he", "xavier", "normal")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "elu")
 POOLS = ("max", "avg", "mixed")
+STAGE_KEYS = ("iterations", "lr", "batch_size", "l2")
+
+
+def check_stages(stages) -> None:
+    """Refuse a malformed `stages` list (see train.stage_values) with one line naming the stage and the key."""
+    if not isinstance(stages, list) or not stages:
+        raise LabsError("stages must be a non-empty list of mappings, e.g. "
+                        "[{iterations: 1000, lr: [0.001, 0.0001], batch_size: 100, l2: 0}].")
+    for k, stage in enumerate(stages, 1):
+        if not isinstance(stage, dict):
+            raise LabsError(f"stage {k} must be a mapping of {', '.join(STAGE_KEYS)}, not {stage!r}.")
+        for key in stage:
+            if key not in STAGE_KEYS:
+                raise LabsError(f"stage {k}: unknown key {key!r}{_did_you_mean(str(key), STAGE_KEYS)}; "
+                                f"a stage has {', '.join(STAGE_KEYS)}.")
+        for key in STAGE_KEYS:
+            if key not in stage:
+                raise LabsError(f"stage {k}: the key {key!r} is missing; a stage has {', '.join(STAGE_KEYS)}.")
+        iterations = stage["iterations"]
+        if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
+            raise LabsError(f"stage {k}: iterations must be a whole number of at least 1, not {iterations!r}.")
+        for key, test, allowed in (("lr", lambda v: v > 0, "greater than 0"),
+                                   ("batch_size", lambda v: v >= 1, "at least 1"),
+                                   ("l2", lambda v: v >= 0, "0 or more")):
+            value = stage[key]
+            numbers = list(value) if isinstance(value, (list, tuple)) else [value]
+            if isinstance(value, (list, tuple)) and len(numbers) != 2 or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+                raise LabsError(f"stage {k}: {key} must be a number or a [start, end] pair of numbers, "
+                                f"not {value!r}.")
+            if not all(test(v) for v in numbers):
+                raise LabsError(f"stage {k}: {key} must be {allowed}, not {value!r}.")
 
 
 def course_dir(name: str) -> Path:
@@ -127,6 +159,8 @@ def _rules(params: dict) -> dict:
         "lr": positive, "init_std": positive, "epochs": at_least_1, "batch_size": at_least_1,
         "lr_step": at_least_1, "weight_decay": not_negative, "n_train": not_negative, "n_test": not_negative,
         "seed": not_negative, "dropout": fraction, "momentum": fraction, "val_fraction": fraction,
+        "warmup": fraction, "label_smoothing": fraction, "update_every": at_least_1, "eval_every": at_least_1,
+        "members": at_least_1, "shift": not_negative, "dataset": one_of(("mnist", "fashion_mnist")),
         "lr_decay": (lambda v: 0 < v <= 1, "in (0, 1]"),
         "hidden": widths, "widths": widths, "blocks": at_least_1, "ensemble": not_negative,
         "pool": one_of(POOLS),
@@ -172,6 +206,8 @@ def validate(assignment: str, values: dict, params: dict | None = None) -> dict:
             raise LabsError(f"Unknown parameter {name!r} for {assignment}{_did_you_mean(name, params)}; "
                             f"`labs list {assignment}` shows them all.")
         value = _typed(params[name], value)
+        if name == "stages":
+            check_stages(value)
         rule = rules.get(name) or rules.get(name.rsplit("_", 1)[-1])   # model3_widths follows the widths rule
         if rule:
             test, allowed = rule
@@ -190,8 +226,14 @@ def shrink(values: dict, smoke: dict) -> dict:
     """Make a run a smoke run whatever its other files say: smoke.yaml's data settings (synthetic, n_train, n_test)
     hold, and it trains at most smoke.yaml's epochs. (Its other values sit below every file, as defaults.)"""
     values = {**values, **{k: smoke[k] for k in ("synthetic", "n_train", "n_test") if k in smoke}}
-    if "epochs" in smoke:
-        values["epochs"] = min(values["epochs"], smoke["epochs"])
+    for key in ("epochs", "eval_every"):
+        if key in smoke:
+            values[key] = min(values[key], smoke[key])
+    if smoke.get("stages") and values.get("stages"):   # stages shrink in proportion to smoke.yaml's length
+        cap, length = (sum(stage["iterations"] for stage in s) for s in (smoke["stages"], values["stages"]))
+        if length > cap:
+            values["stages"] = [{**stage, "iterations": max(1, stage["iterations"] * cap // length)}
+                                for stage in values["stages"]]
     return values
 
 
@@ -205,6 +247,9 @@ def combine(assignment: str, layers: list, smoke: bool = False, params: dict | N
         merged.update(layer)
     values = {name: p.default for name, p in params.items() if name not in RUNNER_OWNED}
     values.update(validate(assignment, merged, params))
+    if values.get("loss") == "multi_margin" and values.get("label_smoothing"):
+        raise LabsError("label_smoothing works with the cross_entropy loss only; "
+                        "set label_smoothing to 0 to train with multi_margin.")
     return shrink(values, small) if smoke else values
 
 

@@ -10,6 +10,7 @@ import torch
 
 from . import __version__, results as results_file
 from .models import count_parameters
+from .style import legend_outside
 
 
 # --- a run's results ----------------------------------------------------------------------
@@ -44,6 +45,8 @@ class Run:
         self.models[name] = {
             "parameters": sum(count_parameters(m) for m in members),
             "test_accuracy": test.accuracy, "test_loss": test.loss,
+            **({"test_accuracy_single_view": test.single_view_accuracy}
+               if test.single_view_accuracy is not None else {}),
             "per_class_accuracy": test.per_class_accuracy(n_classes),
             "confusion_matrix": test.confusion_matrix(n_classes),
             "train_samples_per_second": sum(f.train_samples_per_second for f in fits) / len(fits),
@@ -70,7 +73,7 @@ class Run:
         status = "diverged" if self.errors else "ok"
         results = {"assignment": self.assignment, "status": status, "params": self.params,
                    "env": environment(self.device), "wall_seconds": time.perf_counter() - self.started,
-                   "models": self.models}
+                   "finished": results_file.now(), "models": self.models}
         if self.errors:
             results["error"] = " ".join(self.errors)
         return results
@@ -82,6 +85,22 @@ class Run:
             results_file.write(self.output_dir / "results.json", results)
         print(("" if results["status"] == "ok" else "WARNING: ") + results_file.describe(results))
         return results
+
+
+def parameter_table(params: dict, columns: int = 3) -> str:
+    """The run's parameters as one compact markdown table: `columns` name-value pairs per row."""
+    from .summary import label
+    def shown(value):
+        if value == "":
+            return "(empty)"
+        if isinstance(value, list) and not all(isinstance(v, (int, float)) for v in value):
+            return ", ".join(map(str, value)) if all(isinstance(v, str) for v in value) else str(value)
+        return label(value)
+    cells = [f"`{name}` | {shown(value)}" for name, value in params.items()]
+    cells += [" | "] * (-len(cells) % columns)
+    rows = [" | ".join(cells[i:i + columns]) for i in range(0, len(cells), columns)]
+    return "\n".join(["| parameter | value " * columns + "|", "|---|---" * columns + "|"]
+                     + [f"| {row} |" for row in rows])
 
 
 def notebook_parameters(namespace: dict) -> dict:
@@ -96,25 +115,71 @@ def notebook_parameters(namespace: dict) -> dict:
 
 # --- figures ------------------------------------------------------------------------------
 
-def plot_history(histories: dict):
-    """Loss and accuracy per epoch for each model: training solid, validation dashed."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 3.8))
+def plot_history(histories: dict, title: str = ""):
+    """Loss and accuracy of each model over training: training solid, validation dashed (and test dotted, for
+    the runs that watched it), per epoch or, for staged training, per iteration."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 3.8))
+    by_iteration = any("iteration" in r for h in histories.values() for r in h)
+    x_key = "iteration" if by_iteration else "epoch"
     for i, (name, history) in enumerate(histories.items()):
-        color = f"C{i}"
-        epochs = [r["epoch"] for r in history]
-        for key, style in (("train", "-"), ("val", "--")):
-            if history and history[0][f"{key}_loss"] is not None:
-                marker = "o" if len(epochs) < 15 else None
-                ax_loss.plot(epochs, [r[f"{key}_loss"] for r in history], style, color=color, marker=marker,
-                             label=f"{name} {key}")
-                ax_acc.plot(epochs, [100 * r[f"{key}_accuracy"] for r in history], style, color=color,
-                            marker=marker, label=f"{name} {key}")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        xs = [r[x_key] for r in history]
+        for key, style in (("train", "-"), ("val", "--"), ("test", ":")):
+            if history and history[0].get(f"{key}_loss") is not None:
+                marker = "o" if len(xs) < 15 else None
+                label = f"{name} {'validation' if key == 'val' else key}"
+                ax_loss.plot(xs, [r[f"{key}_loss"] for r in history], style, color=f"C{i}", marker=marker, label=label)
+                ax_acc.plot(xs, [100 * r[f"{key}_accuracy"] for r in history], style, color=f"C{i}", marker=marker,
+                            label=label)
+    names = ", ".join(histories)
+    ax_loss.set(xlabel=x_key, ylabel="loss (cross-entropy per image)", title=f"Loss: {names}")
+    ax_acc.set(xlabel=x_key, ylabel="accuracy (%)", title=f"Accuracy: {names}")
+    if not by_iteration:
+        ax_loss.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        ax_acc.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    legend_outside(ax_acc)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_ensemble(histories: dict, ensemble: str = "ensemble"):
+    """Test loss and accuracy over the iterations of each member (thin) and of their ensemble (thick), as the
+    MNIST ensemble report draws them; the accuracy axis zooms on the last three quarters of training."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 3.8))
+    late = []
+    for i, (name, history) in enumerate(histories.items()):
+        xs = [r["iteration"] for r in history]
+        width = 2.6 if name == ensemble else 1.2
+        ax_loss.plot(xs, [r["test_loss"] for r in history], color=f"C{i}", linewidth=width, label=name)
+        ax_acc.plot(xs, [100 * r["test_accuracy"] for r in history], color=f"C{i}", linewidth=width, label=name)
+        late += [100 * r["test_accuracy"] for r in history[len(history) // 4:]]
+    if late:
+        ax_acc.set_ylim(min(late) - 0.1, min(100, max(late) + 0.1))
+    ax_loss.set(xlabel="iteration", ylabel="test loss (cross-entropy per image)", title="Test loss: members and ensemble")
+    ax_acc.set(xlabel="iteration", ylabel="test accuracy (%)", title="Test accuracy: members and ensemble")
+    legend_outside(ax_acc)
+    fig.tight_layout()
+    return fig
+
+
+def plot_schedule(stages: list, update_every: int):
+    """The staged schedule over the iterations: learning rate (log scale), batch size and L2 coefficient."""
+    from .train import stage_values
+    total, values = stage_values(stages, update_every)
+    xs = list(range(total))
+    lrs, sizes, l2s = zip(*(values(i) for i in xs))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 2.8))
+    for ax, ys, label, log in ((axes[0], lrs, "learning rate", True), (axes[1], sizes, "batch size (images)", False),
+                               (axes[2], l2s, "L2 coefficient", False)):
+        ax.plot(xs, ys, color="C0")
+        ax.set(xlabel="iteration", ylabel=label, title=label.split(" (")[0].capitalize())
+        if log:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(0, 1.1 * max(max(ys), 1e-9))      # from zero: a constant reads as constant
+        for start in [sum(s["iterations"] for s in stages[:k]) for k in range(1, len(stages))]:
+            ax.axvline(start, color="0.6", linestyle="--", linewidth=1)
     fig.tight_layout()
     return fig
 
@@ -185,6 +250,7 @@ def plot_misclassified(data, evaluation, n: int = 24, cols: int = 8):
     fig, ax = plt.subplots(figsize=(cols * 1.35, max(1, len(rows)) * 1.55 + 0.4))
     title = f"{len(wrong)} of {len(evaluation.labels):,} test images misclassified"
     if not shown:
+        fig.set_size_inches(6, 0.4)
         ax.axis("off")
         ax.set_title(title, fontsize=10)
         return fig
@@ -197,15 +263,6 @@ def plot_misclassified(data, evaluation, n: int = 24, cols: int = 8):
                 fontsize=6)
     fig.tight_layout()
     return fig
-
-
-def most_confused(confusion, classes, k: int = 5) -> list:
-    """The k most frequent mistakes: (true class, predicted class, count), largest first."""
-    confusion = torch.as_tensor(confusion).clone()
-    confusion.fill_diagonal_(0)
-    counts, flat = confusion.flatten().topk(min(k, confusion.numel()))
-    n = len(classes)
-    return [(classes[i // n], classes[i % n], c) for c, i in zip(counts.tolist(), flat.tolist()) if c > 0]
 
 
 def model_table(models: dict, macs: dict) -> str:
@@ -222,18 +279,17 @@ def model_table(models: dict, macs: dict) -> str:
 
 def plot_per_class(accuracies: dict, classes):
     """Test accuracy per class, one bar group per class and one bar per model."""
-    fig, ax = plt.subplots(figsize=(max(6, len(classes) * 0.8), 3.5))
+    fig, ax = plt.subplots(figsize=(max(7, len(classes) * 0.9), 3.6))
     width = 0.8 / len(accuracies)
     for i, (name, acc) in enumerate(accuracies.items()):
         ax.bar([c + i * width - 0.4 + width / 2 for c in range(len(classes))], [100 * a for a in acc], width,
                label=name)
     low = min(100 * a for acc in accuracies.values() for a in acc)
-    ax.set(xticks=range(len(classes)), ylabel="test accuracy (%)", title="Accuracy per class",
-           ylim=(max(0, low - 5), 100.5))
+    ax.set(xticks=range(len(classes)), ylabel="test accuracy (%)", ylim=(max(0, low - 5), 100.5),
+           title=f"Test accuracy per class: {', '.join(accuracies)}")
     long_names = max(map(len, classes)) > 3
     ax.set_xticklabels(classes, rotation=30 if long_names else 0, ha="right" if long_names else "center")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.grid(axis="x", visible=False)
+    legend_outside(ax)
     fig.tight_layout()
     return fig
-

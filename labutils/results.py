@@ -1,4 +1,5 @@
-"""The results.json file: written atomically, read back safely, and the shape of a failed run's file.
+"""The files a run writes: results.json (written atomically, read back safely, the shape of a failed run's),
+and the check that a folder can be written at all.
 
 No torch here: the runner and sweep summaries read and write these files without importing it.
 """
@@ -8,10 +9,28 @@ import math
 import os
 import platform
 import tempfile
+import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from . import __version__
+from . import LabsError, __version__
+
+
+def writable_folder(folder: Path, what: str = "folder") -> Path:
+    """Make `folder` (and its parents) and check that a file can be written in it, before any work starts.
+
+    Any fault (a missing parent that cannot be made, a file in the way, no permission, a full disk) is one
+    LabsError naming the folder and the cause.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".labs-write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise LabsError(f"Cannot write the {what} {folder}: {e.strerror or e}; choose another folder.") from None
+    return folder
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -19,10 +38,14 @@ def write_atomic(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as e:   # a full disk, a folder in the way: name the file meant, not the temporary one
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from None
 
 
 def json_safe(value):
@@ -59,7 +82,12 @@ def failed(assignment: str, params: dict, error: str, seconds: float) -> dict:
     env = {"python": platform.python_version(), "torch": torch_version, "device": params.get("device"),
            "gpu": None, "labutils": __version__}
     return {"assignment": assignment, "status": "failed", "error": error, "params": params, "env": env,
-            "wall_seconds": seconds, "models": {}}
+            "wall_seconds": seconds, "finished": now(), "models": {}}
+
+
+def now() -> str:
+    """The local date and time, as results.json records when a run finished: 2026-11-23T14:05:09."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def describe(results: dict) -> str:

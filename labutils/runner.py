@@ -46,10 +46,20 @@ def _cell_error(e) -> str:
     return f"cell [{e.exec_count}] `{first_line.strip()[:60]}` failed: {name}{e.evalue}"
 
 
+# Cell tags of the source notebooks, for report.html: plumbing stays in report.ipynb but not in the document.
+REMOVE_CELL = ("remove-cell", "injected-parameters")   # the whole cell: the Colab install, the parameters
+REMOVE_INPUT = ("remove-input",)                        # the code only, its output stays: tables, text, figures
+
+
 def export_html(report: Path) -> Path:
-    """report.ipynb -> report.html beside it, for reading without Jupyter."""
+    """report.ipynb -> report.html beside it, for reading without Jupyter: a document of the narrative, the code
+    that is the lesson, and the outputs; cells tagged as plumbing lose their code (nbconvert's tag filter)."""
     import nbconvert
-    html, _ = nbconvert.HTMLExporter().from_filename(str(report))
+    from traitlets.config import Config
+    config = Config({"TagRemovePreprocessor": {"enabled": True, "remove_cell_tags": set(REMOVE_CELL),
+                                               "remove_input_tags": set(REMOVE_INPUT)},
+                     "HTMLExporter": {"exclude_input_prompt": True, "exclude_output_prompt": True}})
+    html, _ = nbconvert.HTMLExporter(config=config).from_filename(str(report))
     target = report.with_suffix(".html")
     results_file.write_atomic(target, html)
     return target
@@ -86,11 +96,15 @@ def execute(source: Path, target: Path, parameters: dict, stream: bool = False) 
     return error
 
 
+LEFTOVERS = (".report.partial.ipynb", "kernel-ipc-*")   # what a killed run leaves in its folder
+
+
 def run(assignment: str, params: dict, folder: Path, stream: bool = True) -> dict:
     """Execute the assignment's notebook with `params` (already resolved) into `folder`; return its results."""
     validate(assignment, params)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = results_file.writable_folder(folder, "run folder")
+    for leftover in (path for pattern in LEFTOVERS for path in folder.glob(pattern)):
+        leftover.unlink(missing_ok=True)
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (folder / "results.json").unlink(missing_ok=True)
     start, error = time.perf_counter(), None

@@ -5,6 +5,7 @@ comparison report (summary.ipynb and summary.html, from notebooks/sweep_summary.
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 from . import LabsError, results as results_file
@@ -62,9 +63,49 @@ def rows(runs: dict) -> list:
     return table
 
 
+def heading(name: str, runs: dict, names: list) -> str:
+    """The summary's title (the sweep's name) and one line on what it holds."""
+    assignments = ", ".join(sorted({str(r.get("assignment")) for r in runs.values()}))
+    synthetic = runs and all(r.get("params", {}).get("synthetic") for r in runs.values())
+    return (f"# Sweep {name}\n\n{len(runs)} runs of {assignments} on "
+            f"{'synthetic data (a smoke run)' if synthetic else 'the real dataset'}; "
+            f"varied: {', '.join(names) or 'nothing'}.\n")
+
+
+def setting_name(run: str) -> str:
+    """A run's setting: its name without the `_seed-N` that a sweep's `seeds` adds."""
+    return re.sub(r"_seed-\d+$", "", run)
+
+
+def settings(table: list) -> list:
+    """The rows of one setting (the same parameters, other seeds) merged into one: accuracies and wall time
+    averaged, the test accuracies' range kept (test_min, test_max), the runs listed. A setting run with one seed
+    is its run's row."""
+    groups = {}
+    for row in table:
+        groups.setdefault((setting_name(row["run"]), row["model"]), []).append(row)
+    merged = []
+    for (name, _), rows in groups.items():
+        done = [r for r in rows if r["test_accuracy"] is not None]
+
+        def mean(key, rs=done):
+            values = [r[key] for r in rs if r[key] is not None]
+            return sum(values) / len(values) if values else None
+        statuses = {r["status"] for r in rows}
+        merged.append({**rows[0], "run": name, "runs": [r["run"] for r in rows], "seeds": len(rows),
+                       "status": statuses.pop() if len(statuses) == 1 else "mixed",
+                       "test_accuracy": mean("test_accuracy"), "test_loss": mean("test_loss"),
+                       "best_val_accuracy": mean("best_val_accuracy"), "wall_seconds": mean("wall_seconds", rows),
+                       "test_min": min((r["test_accuracy"] for r in done), default=None),
+                       "test_max": max((r["test_accuracy"] for r in done), default=None),
+                       "error": " ".join(dict.fromkeys(r["error"] for r in rows if r["error"]))})
+    return merged
+
+
 def best_first(table: list) -> list:
-    """Rows by test accuracy, best first; rows without one (failed runs) last."""
-    return sorted(table, key=lambda r: (r["test_accuracy"] is None, -(r["test_accuracy"] or 0)))
+    """Rows by best validation accuracy, best first (the test set chooses nothing); rows without one last."""
+    return sorted(table, key=lambda r: (r["best_val_accuracy"] is None, -(r["best_val_accuracy"] or 0),
+                                        -(r["test_accuracy"] or 0)))
 
 
 def _fmt(column: str, value) -> str:
@@ -89,44 +130,90 @@ def to_csv(table: list, names: list) -> str:
     return out.getvalue()
 
 
+def _linked(row: dict) -> str:
+    """The run's name linked to its report; a setting of several seeds links each seed's report."""
+    if row.get("seeds", 1) == 1:
+        return f"[{row['run']}]({row['runs'][0] if 'runs' in row else row['run']}/report.html)"
+    seeds = " ".join(f"[{run.rsplit('-', 1)[1]}]({run}/report.html)" for run in row["runs"])
+    return f"{row['run']} (seeds {seeds})"
+
+
 def to_markdown(table: list, names: list, reference: dict | None = None) -> str:
-    """The table in markdown, best first; `reference` (run name -> the seed report's test accuracy in %) adds a
-    column beside ours."""
+    """The runs in markdown, best validation accuracy first, each linked to its report. Runs that differ only by
+    their seed are one row (test accuracy: the mean, and the range). `reference` (setting -> the seed report's
+    test accuracy in %) adds a column beside ours."""
+    rows = settings(table)
+    names = [n for n in names if n != "seed" or all(r["seeds"] == 1 for r in rows)]
     columns = ["run", "model", *names, *COLUMNS[2:]]
     header = [c.replace("_", " ") for c in columns] + (["seed report"] if reference else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in best_first(table):
-        cells = [_fmt(c, row[c]).replace("|", "/").replace("\n", " ") for c in columns]
+    for row in best_first(rows):
+        cells = [_linked(row) if c == "run" else _fmt(c, row[c]).replace("|", "/").replace("\n", " ")
+                 for c in columns]
+        if row["seeds"] > 1 and row["test_min"] is not None:
+            cells[columns.index("test_accuracy")] += f" ({100 * row['test_min']:.2f}-{100 * row['test_max']:.2f})"
         if reference:
             cells.append(f"{reference[row['run']]:.2f} %" if row["run"] in reference else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write(sweep_dir, render: bool = True, reference: dict | None = None) -> dict:
+def differences(table: list, reference: dict, notes: dict | None = None, points: float = 2.0) -> list:
+    """Sentences, one per setting whose test accuracy differs from the seed report's by more than `points`:
+    the two numbers, and what this sweep's own runs say about it (the spread over seeds), then the sweep file's
+    note on that setting, if any."""
+    sentences = []
+    for row in settings(table):
+        ours, theirs = row["test_accuracy"], reference.get(row["run"])
+        if ours is None or theirs is None or abs(100 * ours - theirs) <= points:
+            continue
+        text = (f"**{row['run']}**: ours {100 * ours:.2f} % against the report's {theirs:.2f} % "
+                f"({100 * ours - theirs:+.2f} points).")
+        if row["seeds"] > 1:
+            spread = 100 * (row["test_max"] - row["test_min"])
+            inside = 100 * row["test_min"] <= theirs <= 100 * row["test_max"]
+            text += (f" Over {row['seeds']} seeds ours ranges from {100 * row['test_min']:.2f} to "
+                     f"{100 * row['test_max']:.2f} % ({spread:.1f} points), "
+                     + ("and the report's number lies inside that range: one run of this setting is not "
+                        "repeatable to within 2 points." if inside else
+                        "and the report's number lies outside it." if spread > points else
+                        "a narrow range: the difference is not noise of the seed."))
+        else:
+            text += " One seed only: add `seeds: [0, 1, 2]` to the sweep file to see how much it varies."
+        if (notes or {}).get(row["run"]):
+            text += f" {notes[row['run']]}"
+        sentences.append(text)
+    return sentences
+
+
+def write(sweep_dir, render: bool = True, reference: dict | None = None, name: str = "",
+          notes: dict | None = None) -> dict:
     """(Re)build summary.csv, summary.md and, with `render`, summary.ipynb + summary.html in `sweep_dir`.
 
-    Returns {"runs", "ok", "failed", "best"}: counts and the best run's name.
+    Returns {"runs", "ok", "failed", "best"}: counts and the best run's name (by validation accuracy).
     """
     from .params import course_dir
     from .runner import execute
 
     sweep_dir = Path(sweep_dir)
+    name = name or sweep_dir.name
     runs = collect(sweep_dir)
     table, names = rows(runs), varied(runs)
     results_file.write_atomic(sweep_dir / "summary.csv", to_csv(table, names))
-    results_file.write_atomic(sweep_dir / "summary.md", f"# Sweep {sweep_dir.name}\n\n"
-                              + to_markdown(table, names, reference))
+    gaps = differences(table, reference or {}, notes)
+    results_file.write_atomic(sweep_dir / "summary.md", heading(name, runs, names) + "\n" + to_markdown(table, names, reference)
+                              + "".join(f"\n{sentence}\n" for sentence in gaps))
     if render:
         error = execute(course_dir("notebooks") / SUMMARY_NOTEBOOK, sweep_dir / "summary.ipynb",
-                        {"sweep_dir": str(sweep_dir.resolve()), "reference": reference or {}})
+                        {"sweep_dir": str(sweep_dir.resolve()), "name": name, "reference": reference or {},
+                         "notes": notes or {}})
         if error:
             raise LabsError(f"The summary report of {sweep_dir} failed ({error}); "
                             f"read {sweep_dir / 'summary.ipynb'} for the traceback.")
-    ranked = best_first(table)
+    ranked = [r for r in best_first(table) if r["best_val_accuracy"] is not None]
     return {"runs": len(runs), "ok": sum(r.get("status") == "ok" for r in runs.values()),
             "failed": sum(r.get("status") != "ok" for r in runs.values()),
-            "best": ranked[0]["run"] if ranked and ranked[0]["test_accuracy"] is not None else None}
+            "best": ranked[0]["run"] if ranked else None}
 
 
 # --- figures of the comparison report (matplotlib is imported only when drawing) ----------
@@ -138,8 +225,12 @@ def _is_number(value) -> bool:
 def plot_metric(table: list, param: str, varied: list, metric: str = "test_accuracy", reference: dict | None = None):
     """`metric` against one varied parameter: a line over numeric values (log axis when they span decades),
     bars for categories; one series per model and setting of the other varied parameters.
-    `reference` (run name -> test accuracy in %) adds the seed report's numbers as black crosses."""
+    `reference` (run name -> test accuracy in %) adds the seed report's numbers as black crosses. Runs that
+    differ only by their seed are drawn as one point, their mean, with a bar over their range (test accuracy)."""
     import matplotlib.pyplot as plt
+    from .style import legend_outside
+    if "seed" in varied and param != "seed":
+        table, varied = settings(table), [k for k in varied if k != "seed"]
     rows = [r for r in table if r.get(metric) is not None]
     others = [k for k in varied if k != param]
     series = {}
@@ -157,6 +248,11 @@ def plot_metric(table: list, param: str, varied: list, metric: str = "test_accur
         for i, (key, rs) in enumerate(series.items()):
             rs = sorted(rs, key=lambda r: r[param])
             ax.plot([r[param] for r in rs], [scale * r[metric] for r in rs], "o-", color=f"C{i}", label=key)
+            spread = [r for r in rs if r.get("seeds", 1) > 1 and metric == "test_accuracy"]
+            if spread:
+                ax.errorbar([r[param] for r in spread], [scale * r[metric] for r in spread], fmt="none", ecolor=f"C{i}",
+                            capsize=4, yerr=[[scale * (r[metric] - r["test_min"]) for r in spread],
+                                             [scale * (r["test_max"] - r[metric]) for r in spread]])
         x_of = {r["run"]: r[param] for r in table}
     else:
         categories = list(dict.fromkeys(label(v) for v in values))
@@ -172,28 +268,35 @@ def plot_metric(table: list, param: str, varied: list, metric: str = "test_accur
         ax.plot(*zip(*sorted(refs)), "kx", markersize=9, mew=2, label="seed report")
     ax.set(xlabel=param, ylabel=metric.replace("_", " ") + (" (%)" if scale == 100 else ""),
            title=f"{metric.replace('_', ' ')} against {param}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    legend_outside(ax)
     fig.tight_layout()
     return fig
 
 
 def plot_runs(runs: dict, key: str = "val_accuracy"):
-    """One curve per run and model: `key` (a history column) per epoch, all runs overlaid."""
+    """One curve per run and model: `key` (a history column) per epoch, all runs overlaid; the seeds of one
+    setting share its colour and one legend entry."""
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4))
+    from .style import legend_outside
+    fig, ax = plt.subplots(figsize=(8, 4))
     scale = 100 if "accuracy" in key else 1
+    colors, counts = {}, {}
+    for run in runs:
+        counts[setting_name(run)] = counts.get(setting_name(run), 0) + 1
     for run, results in runs.items():
         for model, m in (results.get("models") or {}).items():
             history = [h for h in m.get("history") or [] if h.get(key) is not None]
             if history:
-                name = run if len(results["models"]) == 1 else f"{run} {model}"
-                ax.plot([h["epoch"] for h in history], [scale * h[key] for h in history], marker=".", label=name)
+                setting = setting_name(run) if len(results["models"]) == 1 else f"{setting_name(run)} {model}"
+                first = setting not in colors
+                colors.setdefault(setting, (f"C{len(colors) % 8}", "-" if len(colors) < 8 else "--"))
+                n = counts[setting_name(run)]
+                label = (setting + (f" ({n} seeds)" if n > 1 else "")) if first else None
+                ax.plot([h["epoch"] for h in history], [scale * h[key] for h in history], marker=".", label=label,
+                        color=colors[setting][0], linestyle=colors[setting][1])
     ax.set(xlabel="epoch", ylabel=key.replace("_", " ") + (" (%)" if scale == 100 else ""),
            title=f"{key.replace('_', ' ')} of every run")
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize=7, ncol=2 if len(ax.lines) > 8 else 1)
+    legend_outside(ax, ncol=2 if len(colors) > 12 else 1)
     fig.tight_layout()
     return fig

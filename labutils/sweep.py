@@ -10,7 +10,9 @@ A sweep file names an assignment and the runs to make:
     grid: {lr: [1.0e-4, 1.0e-3]}     # cartesian product
     runs:                            # and/or named presets (crossed with the grid when both are given)
       - {name: he, init: he}
+    seeds: [0, 1, 2]                 # optional: every run once per seed (named <run>_seed-N; --smoke: the first)
     reference: {he: 97.6}            # optional: the seed report's number per run, shown beside ours
+    notes: {he: "..."}               # optional: why a run may differ from the report, shown in the summary
 
 Each run's parameters are (params.combine): notebook defaults, (smoke.yaml with --smoke), base, params, the
 preset, the grid point; with --smoke each run is then shrunk to smoke size.
@@ -21,7 +23,9 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -33,7 +37,7 @@ from tqdm import tqdm
 from . import LabsError, results as results_file, runner, summary
 from .params import ROOT, _did_you_mean, combine, declared, load_yaml, notebook
 
-KEYS = ("assignment", "name", "base", "params", "grid", "runs", "reference")
+KEYS = ("assignment", "name", "base", "params", "grid", "runs", "seeds", "reference", "notes")
 
 
 @dataclass
@@ -42,8 +46,9 @@ class Sweep:
     name: str
     assignment: str
     runs: dict
-    reference: dict   # run name -> the seed report's test accuracy in %
-    source: dict      # the sweep file as written, kept beside the runs as sweep.yaml
+    reference: dict   # run name (without its seed) -> the seed report's test accuracy in %
+    notes: dict       # run name (without its seed) -> why it may differ from the report
+    source: dict      # the sweep file as written (and its name), kept beside the runs as sweep.yaml
 
 
 def _find(path: str, sweep_file: Path) -> Path:
@@ -92,27 +97,45 @@ def load(path, smoke: bool = False) -> Sweep:
         fail("`runs` must be a list of mappings, each with a `name`, e.g. `- {name: he, init: he}`.")
     if not grid and not presets:
         fail("it has no runs: give a `grid`, a list of `runs`, or both.")
+    for preset in presets:
+        for key in preset.keys() & (grid or {}).keys():
+            fail(f"run {preset['name']!r} sets {key}, which the grid also varies (the grid would silently win); "
+                 f"set {key} in one of them only.")
+
+    seeds = spec.get("seeds")
+    if seeds is not None and (not isinstance(seeds, list) or not seeds or len(set(map(str, seeds))) < len(seeds)
+                              or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in seeds)):
+        fail("`seeds` must be a list of different whole numbers of 0 or more, e.g. `seeds: [0, 1, 2]`.")
+    if seeds and ("seed" in (grid or {}) or "seed" in fixed or any("seed" in p for p in presets)):
+        fail("it sets `seeds` and a seed elsewhere; give the seeds in one place.")
 
     grid = grid or {}
-    runs = {}
+    runs, settings = {}, []
     for preset in presets or [{}]:
         for values in itertools.product(*grid.values()):
             point = dict(zip(grid, values))
-            name = run_name(preset.get("name"), point)
-            if name in runs:
-                fail(f"two runs are named {name!r}; give each run its own name.")
-            layers = [base, fixed, {k: v for k, v in preset.items() if k != "name"}, point]
-            try:
-                runs[name] = combine(assignment, layers, smoke, params)
-            except LabsError as e:
-                fail(f"run {name!r}: {e}")
-    reference = spec.get("reference") or {}
-    for name, value in reference.items():
-        if name not in runs:
-            fail(f"`reference` names run {name!r}, which the sweep does not make{_did_you_mean(str(name), runs)}.")
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            fail(f"`reference` of run {name!r} must be a test accuracy in %, not {value!r}.")
-    return Sweep(str(spec.get("name") or path.stem), assignment, runs, reference, spec)
+            setting = run_name(preset.get("name"), point)
+            settings.append(setting)
+            for seed in (seeds[:1] if smoke and seeds else seeds) or [None]:   # --smoke: the first seed only
+                name = setting if seed is None else f"{setting}_seed-{seed}"
+                if name in runs:
+                    fail(f"two runs are named {name!r}; give each run its own name.")
+                layers = [base, fixed, {k: v for k, v in preset.items() if k != "name"}, point,
+                          {} if seed is None else {"seed": seed}]
+                try:
+                    runs[name] = combine(assignment, layers, smoke, params)
+                except LabsError as e:
+                    fail(f"run {name!r}: {e}")
+    for key in ("reference", "notes"):
+        for name, value in (spec.get(key) or {}).items():
+            if name not in settings:
+                fail(f"`{key}` names run {name!r}, which the sweep does not make{_did_you_mean(str(name), settings)}.")
+            if key == "reference" and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+                fail(f"`reference` of run {name!r} must be a test accuracy in %, not {value!r}.")
+            if key == "notes" and not isinstance(value, str):
+                fail(f"the note on run {name!r} must be a sentence, not {value!r}.")
+    name = str(spec.get("name") or path.stem)
+    return Sweep(name, assignment, runs, spec.get("reference") or {}, spec.get("notes") or {}, {**spec, "name": name})
 
 
 def is_done(folder: Path, params: dict) -> bool:
@@ -134,11 +157,23 @@ def run_one(assignment: str, params: dict, folder: str) -> dict:
 
 
 def _start_worker(threads: int) -> None:
-    """Worker start-up: the runs' kernels share the cores instead of each taking all of them, and Ctrl-C
-    is left to the parent, which stops the workers itself."""
+    """Worker start-up: the runs' kernels share the cores instead of each taking all of them, Ctrl-C is left to
+    the parent, which stops the workers itself, and a watch ends the worker (and its kernel) if the parent dies."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
+    threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _end_with_parent(parent: int, every: float = 0.5) -> None:
+    """When `labs` is killed outright (SIGKILL, the out-of-memory killer, a closed terminal) its workers are
+    orphaned: end this one's children (the notebook kernel) and then itself, within a second."""
+    import psutil
+    while os.getppid() == parent:
+        time.sleep(every)
+    for child in psutil.Process().children(recursive=True):
+        child.kill()
+    os._exit(1)
 
 
 def _lost(task: tuple, error: Exception) -> dict:
@@ -205,12 +240,68 @@ class _DaskWorkers:
         self.client.close()
 
 
+LOCK = ".labs-sweep.lock"
+
+
+def lock(folder: Path) -> Path:
+    """Claim a sweep folder for this process: a lock file naming it. A folder claimed by a live `labs sweep` is
+    refused with one line; the lock of a process that is gone (killed) is stale and taken over."""
+    import psutil
+    path = Path(folder) / LOCK
+    me = psutil.Process()
+    claim = {"pid": me.pid, "started": me.create_time(), "host": socket.gethostname()}
+    tmp = path.with_name(f"{LOCK}.{me.pid}")
+    tmp.write_text(json.dumps(claim))
+    try:
+        while True:
+            try:
+                os.link(tmp, path)   # atomic: fails when the lock exists, and never leaves half a file
+                return path
+            except FileExistsError:
+                holder = _holder(path)
+                if holder:
+                    since = time.strftime("%H:%M:%S", time.localtime(holder["started"]))
+                    raise LabsError(f"{folder} is in use by another `labs sweep` (process {holder['pid']} on "
+                                    f"{holder['host']}, running since {since}); wait for it to end, or give this "
+                                    f"sweep another --output.") from None
+                path.unlink(missing_ok=True)   # stale
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _holder(path: Path) -> dict | None:
+    """Who holds a lock, if that process still lives (on another machine it is taken to live)."""
+    import psutil
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if holder.get("host") != socket.gethostname():
+        return holder
+    try:
+        alive = abs(psutil.Process(holder["pid"]).create_time() - holder["started"]) < 1
+    except (psutil.Error, KeyError, TypeError):
+        alive = False
+    return holder if alive else None
+
+
 def run(sweeps: list, workers: int = 1, scheduler: str | None = None, force: bool = False) -> list:
     """Run every run of `sweeps`, a list of (Sweep, folder), into folder/<run>/ on one set of workers, skipping
     the runs already done unless `force`; then render each sweep's summaries there too. Returns their outcomes."""
-    tasks, sweeps = {}, [(plan, Path(out).resolve()) for plan, out in sweeps]
+    sweeps = [(plan, results_file.writable_folder(Path(out).resolve(), "sweep folder")) for plan, out in sweeps]
+    locks = []
+    try:
+        for _, out in sweeps:
+            locks.append(lock(out))
+        return _run(sweeps, workers, scheduler, force)
+    finally:
+        for path in locks:
+            path.unlink(missing_ok=True)
+
+
+def _run(sweeps: list, workers: int, scheduler: str | None, force: bool) -> list:
+    tasks = {}
     for plan, out in sweeps:
-        out.mkdir(parents=True, exist_ok=True)
         results_file.write_atomic(out / "sweep.yaml", yaml.safe_dump(plan.source, sort_keys=False))
         todo = [n for n in plan.runs if force or not is_done(out / n, plan.runs[n])]
         if len(todo) < len(plan.runs):
@@ -233,12 +324,12 @@ def run(sweeps: list, workers: int = 1, scheduler: str | None = None, force: boo
                 name = key if several else key.split("/", 1)[1]
                 bar.write(f"{name}: {results_file.describe(results)}", file=sys.stdout)
         print(f"rendering {len(sweeps)} summar{'ies' if several else 'y'}", flush=True)
-        renders = {plan.name: (out, True, plan.reference) for plan, out in sweeps}
+        renders = {plan.name: (out, True, plan.reference, plan.name, plan.notes) for plan, out in sweeps}
         outcomes = {name: future.result() for name, future in workers.map(summary.write, renders)}
     except KeyboardInterrupt:
         workers.close(stop=True)
         for plan, out in sweeps:   # quick: the csv and markdown tables of what finished
-            summary.write(out, render=False, reference=plan.reference)
+            summary.write(out, render=False, reference=plan.reference, name=plan.name, notes=plan.notes)
         raise
     workers.close()
     return [outcomes[plan.name] for plan, _ in sweeps]

@@ -26,6 +26,14 @@ def smoke_params(assignment: str) -> dict:
     return yaml.safe_load((ROOT / "params" / assignment / "smoke.yaml").read_text())
 
 
+def smoke_run(assignment: str, folder: Path) -> tuple:
+    """`labs run ASSIGNMENT --smoke --output FOLDER`: (the process, the folder, results.json or None)."""
+    import json
+    proc = labs("run", assignment, "--smoke", "--output", folder)
+    path = folder / "results.json"
+    return proc, folder, json.loads(path.read_text()) if path.exists() else None
+
+
 def run_nbval(assignment: str, tmp_path) -> subprocess.CompletedProcess:
     """nbval (--nbval-lax) over the assignment's notebook, prepared with its smoke parameters by papermill."""
     import papermill

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import labs, run_nbval, smoke_params
+from conftest import labs, run_nbval, smoke_params, smoke_run
 from labutils import LabsError, data, models, train
 
 SMOKE = smoke_params("cifar10_cnn")
@@ -113,9 +113,7 @@ def test_an_ensemble_averages_the_members_probabilities():
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cifar") / "run"
-    proc = labs("run", "cifar10_cnn", "--smoke", "--output", folder)
-    return proc, folder, json.loads((folder / "results.json").read_text())
+    return smoke_run("cifar10_cnn", tmp_path_factory.mktemp("cifar") / "run")
 
 
 def test_smoke_run_has_three_models_and_the_ensemble_learning_far_above_chance(smoke):
@@ -168,6 +166,6 @@ def test_torchvisions_own_cifar_reader_reads_our_synthetic_files_as_we_do(tmp_pa
                 "label_names"]
 
     theirs = WithoutMd5(str(root), train=True)
-    ours = data.DATASETS["cifar10"].read(root / "cifar-10-batches-py")
+    ours = data.DATASETS["cifar10"].read(root / "cifar-10-batches-py", 10)
     assert torch.equal(torch.as_tensor(theirs.data).permute(0, 3, 1, 2), ours["train_x"])
     assert theirs.targets == ours["train_y"].tolist() and theirs.classes == list(data.DATASETS["cifar10"].classes)

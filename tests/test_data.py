@@ -115,10 +115,13 @@ def test_images_are_normalized_tensors_and_images_undoes_it(tiny_mnist):
 
 def test_batches_cover_every_image_once_in_a_new_order_each_time(tiny_mnist):
     split = tiny_mnist.train
-    first = torch.cat([y for _, y in data.batches(split, 64, shuffle=True)])
-    second = torch.cat([y for _, y in data.batches(split, 64, shuffle=True)])
-    assert sorted(first.tolist()) == sorted(split.y.tolist())
+    stream, per_epoch = data.Shuffled(split), -(-len(split) // 64)
+    first = torch.cat([stream.take(64)[1] for _ in range(per_epoch)])
+    second = torch.cat([stream.take(64)[1] for _ in range(per_epoch)])
+    assert sorted(first.tolist()) == sorted(split.y.tolist()) == sorted(second.tolist())
     assert not torch.equal(first, second)
+    sizes = [len(stream.take(size)[1]) for size in (500, 100, 7)]    # any size; an epoch's last batch is short
+    assert sizes == [500, len(split) - 500, 7]
     sizes = [len(y) for _, y in data.batches(split, 64)]
     assert sizes == [64] * (len(split) // 64) + [len(split) % 64]
     assert torch.equal(torch.cat([y for _, y in data.batches(split, 64)]), split.y)

@@ -1,12 +1,11 @@
 """The FashionMNIST lab: its models, its data, and the notebook end to end."""
-import json
 
 import pytest
 import torch
 from torch import nn
 
-from conftest import labs, run_nbval, smoke_params
-from labutils import data, models, params, report
+from conftest import run_nbval, smoke_params, smoke_run
+from labutils import analysis, data, models, params, report
 
 
 def test_the_three_models_have_exactly_the_reports_parameter_counts():
@@ -48,7 +47,7 @@ def test_fashion_mnist_loads_through_the_same_idx_reader_in_its_own_folder(tmp_p
 
 def test_most_confused_pairs_and_the_model_table():
     cm = torch.tensor([[5, 3, 0], [1, 7, 0], [0, 4, 2]])
-    assert report.most_confused(cm, ["a", "b", "c"], k=2) == [("c", "b", 4), ("a", "b", 3)]
+    assert analysis.most_confused(cm, ["a", "b", "c"], k=2) == [("c", "b", 4), ("a", "b", 3)]
     entry = {"parameters": 61706, "train_samples_per_second": 5000.0, "test_accuracy": 0.9,
              "history": [{"seconds": 2.0}, {"seconds": 4.0}]}
     assert "| lenet5 | 61,706 | 416,520 | 3.0 | 5,000 | 90.00% |" in report.model_table({"lenet5": entry},
@@ -64,15 +63,12 @@ def test_models_parameter_takes_a_non_empty_list_of_different_known_models():
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fashion") / "run"
-    proc = labs("run", "fashion_fcn_vs_lenet", "--smoke", "--output", folder)
-    return proc, folder
+    return smoke_run("fashion_fcn_vs_lenet", tmp_path_factory.mktemp("fashion") / "run")
 
 
 def test_smoke_run_trains_the_three_models_far_above_chance(smoke):
-    proc, folder = smoke
+    proc, folder, results = smoke
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    results = json.loads((folder / "results.json").read_text())
     assert results["status"] == "ok"
     counts = {name: m["parameters"] for name, m in results["models"].items()}
     assert counts == {"fcn": 408_074, "lenet5": 61_706, "lenet5_modified": 61_990}
@@ -85,7 +81,7 @@ def test_smoke_run_trains_the_three_models_far_above_chance(smoke):
 
 
 def test_the_report_compares_the_models_in_this_runs_numbers(smoke):
-    _, folder = smoke
+    _, folder, _ = smoke
     html = (folder / "report.html").read_text()
     assert "408,074" in html and "61,706" in html and "416,520" in html     # parameters and MACs per image
     assert "each weight reused\n784 times" in html or "each weight reused 784 times" in html

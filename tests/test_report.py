@@ -45,7 +45,7 @@ def test_run_writes_results_json_in_the_contract_shape(tmp_path, tiny_mnist, tra
     written = run.finish()
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["status"] == "ok" and "error" not in on_disk
-    assert set(on_disk) == {"assignment", "status", "params", "env", "wall_seconds", "models"}
+    assert set(on_disk) == {"assignment", "status", "params", "env", "wall_seconds", "finished", "models"}
     assert set(on_disk["env"]) == {"python", "torch", "device", "gpu", "labutils"}
     mlp = on_disk["models"]["mlp"]
     assert set(mlp) == {"parameters", "test_accuracy", "test_loss", "per_class_accuracy", "confusion_matrix",

@@ -1,7 +1,9 @@
 """`labs run` end to end: the smoke run, a run that fails, a run that diverges, nbval over the notebook."""
 import json
+import re
 import subprocess
 import sys
+from html import unescape
 
 import pytest
 import yaml
@@ -49,6 +51,19 @@ def test_smoke_results_learn_far_above_chance_with_the_default_model(smoke):
     assert sum(map(sum, mlp["confusion_matrix"])) == SMOKE["n_test"]
     assert len(mlp["per_class_accuracy"]) == 10 and mlp["train_samples_per_second"] > 0
     assert results["wall_seconds"] > 0 and results["env"]["device"] == "cpu"
+
+
+def test_report_html_reads_as_a_document_without_the_plumbing_code(smoke):
+    _, folder, results = smoke
+    html = (folder / "report.html").read_text()
+    text = unescape(re.sub(r"<[^>]+>", "", html))                         # what a reader sees: code unhighlighted
+    assert "model = models.mlp(" in text and "train.fit(model" in text     # the code that is the lesson
+    for plumbing in ("%pip install", "report.parameter_table(params)", "run.save(", "analysis.learning_curve(",
+                     "notebook_parameters(globals())", "run.finish()"):
+        assert plumbing not in text, plumbing                                 # tagged cells: code left out
+    assert html.count("<img") >= 5 and html.count("<table") >= 1           # figures; the parameter table
+    assert html.count("<td><code>hidden</code></td>") == 1                  # the parameters appear once
+    assert "Against the grading points" in html and "In&nbsp;[" not in html
 
 
 def test_smoke_params_are_recorded_in_full(smoke):

@@ -109,8 +109,11 @@ def test_summaries_list_every_run_with_metrics_and_the_failures(local_sweep):
     assert all(float(r["test_accuracy"]) > 0.5 and r["epochs"] == "2" for r in ok)
     broken = [r for r in rows if r["run"] == "broken"]
     assert broken[0]["status"] == "failed" and "train.fit(" in broken[0]["error"]
-    md = (out / "summary.md").read_text().splitlines()
-    assert md[2].startswith("| run |") and md[-1].startswith("| broken |")   # best first, failures last
+    md = (out / "summary.md").read_text()
+    assert md.startswith("# Sweep four\n") and "4 runs of mnist_mlp on synthetic data" in md   # the sweep's name
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    assert table[0].startswith("| run |") and table[-1].startswith("| [broken](broken/report.html) |")
+    assert all((out / line.split("](")[1].split(")")[0]).is_file() for line in table[2:])     # links that work
     html = (out / "summary.html").read_text()
     assert "Failed and diverged runs" in html and "Expected more than 1 value per channel" in html
     report = json.loads((out / "summary.ipynb").read_text())
@@ -200,3 +203,55 @@ def test_an_unreachable_scheduler_is_one_clear_error(tmp_path):
     proc = labs("sweep", path, "--smoke", "--scheduler", f"tcp://127.0.0.1:{_free_port()}", "--output", tmp_path / "o")
     assert proc.returncode == 2 and "Could not reach a Dask scheduler" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def fake_run(folder, val, test, seed=0, lr=0.01, status="ok"):
+    folder.mkdir(parents=True)
+    history = [{"epoch": 1, "val_accuracy": val - 0.05}, {"epoch": 2, "val_accuracy": val}]
+    (folder / "results.json").write_text(json.dumps({
+        "assignment": "mnist_mlp", "status": status, "params": {"lr": lr, "seed": seed}, "wall_seconds": 10,
+        "models": {"mlp": {"test_accuracy": test, "test_loss": 0.3, "history": history}}}))
+
+
+def test_the_best_run_is_chosen_by_validation_accuracy_not_by_the_test_set(tmp_path):
+    from labutils import summary
+    fake_run(tmp_path / "lr-0.01", val=0.95, test=0.90, lr=0.01)
+    fake_run(tmp_path / "lr-0.1", val=0.93, test=0.92, lr=0.1)      # better on test, worse on validation
+    outcome = summary.write(tmp_path, render=False, name="my-sweep")
+    assert outcome["best"] == "lr-0.01"
+    md = (tmp_path / "summary.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| [")]
+    assert md.startswith("# Sweep my-sweep\n") and rows[0].startswith("| [lr-0.01](lr-0.01/report.html) |")
+
+
+def test_seeds_repeat_every_run_and_the_summary_merges_them_with_their_range(tmp_path):
+    from labutils import summary
+    plan = sweep.load(write(tmp_path, {"assignment": "mnist_mlp", "grid": {"lr": [0.01, 0.1]}, "seeds": [0, 1, 2],
+                                       "reference": {"lr-0.1": 54.21}, "notes": {"lr-0.1": "The report ran once."}}))
+    assert list(plan.runs) == [f"lr-{lr}_seed-{s}" for lr in ("0.01", "0.1") for s in (0, 1, 2)]
+    assert [plan.runs[f"lr-0.1_seed-{s}"]["seed"] for s in (0, 1, 2)] == [0, 1, 2]
+    smoke = sweep.load(tmp_path / "s.yaml", smoke=True)                         # --smoke checks the first seed only
+    assert list(smoke.runs) == ["lr-0.01_seed-0", "lr-0.1_seed-0"]
+    out = tmp_path / "out"
+    for s, test in enumerate((0.30, 0.50, 0.70)):
+        fake_run(out / f"lr-0.1_seed-{s}", val=test, test=test, seed=s, lr=0.1)
+        fake_run(out / f"lr-0.01_seed-{s}", val=0.9, test=0.89, seed=s)
+    table = summary.rows(summary.collect(out))
+    merged = {r["run"]: r for r in summary.settings(table)}
+    assert merged["lr-0.1"]["seeds"] == 3 and merged["lr-0.1"]["test_accuracy"] == pytest.approx(0.5)
+    assert (merged["lr-0.1"]["test_min"], merged["lr-0.1"]["test_max"]) == (0.3, 0.7)
+    [gap] = summary.differences(table, plan.reference, plan.notes)
+    assert "ours 50.00 % against the report's 54.21 % (-4.21 points)" in gap
+    assert "from 30.00 to 70.00 % (40.0 points)" in gap and "lies inside that range" in gap
+    assert gap.endswith("The report ran once.")
+    md = summary.to_markdown(table, summary.varied(summary.collect(out)), plan.reference)
+    assert "50.00 % (30.00-70.00)" in md and "[0](lr-0.1_seed-0/report.html)" in md and "54.21 %" in md
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"assignment": "mnist_mlp", "runs": [{"name": "a"}], "seeds": [0, 0]}, "`seeds` must be a list of different"),
+    ({"assignment": "mnist_mlp", "grid": {"seed": [1, 2]}, "seeds": [0, 1]}, "sets `seeds` and a seed elsewhere"),
+    ({"assignment": "mnist_mlp", "runs": [{"name": "a"}], "notes": {"b": "why"}}, "`notes` names run 'b'"),
+])
+def test_bad_seeds_and_notes_are_refused(tmp_path, spec, message):
+    assert message in load_error(tmp_path, spec)

@@ -77,14 +77,15 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tiny_mnist):
     assert run(7) != run(8)
 
 
-@pytest.mark.parametrize("name, cls", [("adam", torch.optim.Adam), ("sgd", torch.optim.SGD),
-                                       ("rmsprop", torch.optim.RMSprop), ("adadelta", torch.optim.Adadelta)])
+@pytest.mark.parametrize("name, cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
+                                       ("sgd", torch.optim.SGD), ("rmsprop", torch.optim.RMSprop),
+                                       ("adadelta", torch.optim.Adadelta)])
 def test_optimizers_carry_lr_and_weight_decay(name, cls):
     opt = train.make_optimizer(name, [nn.Parameter(torch.zeros(3))], lr=0.01, weight_decay=1e-4)
     assert type(opt) is cls
     assert opt.param_groups[0]["lr"] == 0.01 and opt.param_groups[0]["weight_decay"] == 1e-4
     with pytest.raises(LabsError, match="Unknown optimizer"):
-        train.make_optimizer("adamw", [nn.Parameter(torch.zeros(3))], lr=0.01)
+        train.make_optimizer("lion", [nn.Parameter(torch.zeros(3))], lr=0.01)
 
 
 def test_weight_decay_shrinks_the_weights(tiny_mnist):
@@ -104,6 +105,24 @@ def test_schedules_multiply_the_learning_rate_per_iteration():
     assert step(999) == 1.0 and step(1000) == pytest.approx(0.9) and step(2500) == pytest.approx(0.81)
     with pytest.raises(LabsError, match="Unknown schedule"):
         train.lr_factor("cosine_warm", 0.5, 10, 4)
+
+
+def test_warmup_rises_linearly_then_the_schedule_runs_over_the_remaining_steps():
+    one_cycle = train.lr_factor("cosine", 0.5, 10, 10, total_steps=100, warmup_steps=20)
+    assert [one_cycle(i) for i in (0, 9, 19)] == pytest.approx([0.05, 0.5, 1.0])
+    assert one_cycle(20) == 1.0 and one_cycle(60) == pytest.approx(0.5) and one_cycle(99) < 0.001
+    assert train.lr_factor("none", 0.5, 10, 10, 100, warmup_steps=4)(1) == 0.5
+
+
+def test_label_smoothing_raises_the_training_loss_but_not_the_validation_loss(tiny_mnist):
+    def run(smoothing):
+        train.seed_everything(0)
+        model = small_mlp()
+        return train.fit(model, tiny_mnist, epochs=2, batch_size=32, label_smoothing=smoothing,
+                         progress=False).history[-1]
+    plain, smoothed = run(0.0), run(0.2)
+    assert smoothed["train_loss"] > plain["train_loss"] + 0.2          # smoothed targets: the loss cannot reach 0
+    assert smoothed["val_accuracy"] > 0.6 and smoothed["val_loss"] < smoothed["train_loss"]   # chance: 0.1
 
 
 def test_history_records_the_learning_rate_of_each_epoch(tiny_mnist):
@@ -127,3 +146,22 @@ def test_options_pass_a_notebooks_training_parameters_to_fit():
     params = {"lr": 0.1, "epochs": 3, "hidden": [4], "seed": 1, "loss": "multi_margin"}
     assert train.options(params) == {"lr": 0.1, "epochs": 3, "loss": "multi_margin"}
     assert set(train.FIT_OPTIONS) <= set(inspect.signature(train.fit).parameters)
+
+
+def test_conv_nets_train_channels_last_on_the_cpu_unless_their_batch_norm_is_narrow():
+    cpu = torch.device("cpu")
+    assert train.channels_last(models.lenet5(), cpu) and train.channels_last(models.ensemble_cnn(), cpu)
+    assert train.channels_last(models.cnn(), cpu)                           # batch norm of 64+ channels
+    assert not train.channels_last(models.lenet5(modified=True), cpu)       # 6-channel batch norm: slower so
+    assert not train.channels_last(models.mlp([8]), cpu)                    # no convolutions
+
+
+def test_test_time_augmentation_averages_an_image_and_its_mirror(tiny_mnist):
+    class LeftHalf(nn.Module):   # scores depend on the left half only, so a mirror image scores differently
+        def forward(self, x):
+            return x[..., :14].flatten(1)[:, :10]
+    plain, tta = train.evaluate(LeftHalf(), tiny_mnist.test), train.evaluate(LeftHalf(), tiny_mnist.test, tta=True)
+    x = tiny_mnist.test.x
+    expected = ((LeftHalf()(x) + LeftHalf()(x.flip(3))) / 2).softmax(1)
+    assert torch.allclose(tta.probabilities, expected, atol=1e-6)
+    assert tta.single_view_accuracy == plain.accuracy and plain.single_view_accuracy is None
