@@ -131,8 +131,8 @@ def sweep_file(tmp_path, runs=4):
     return path
 
 
-def start_sweep(tmp_path, out, workers=2):
-    return subprocess.Popen([sys.executable, "-m", "labutils", "sweep", str(sweep_file(tmp_path)), "--smoke",
+def start_sweep(tmp_path, out, workers=2, runs=4):
+    return subprocess.Popen([sys.executable, "-m", "labutils", "sweep", str(sweep_file(tmp_path, runs)), "--smoke",
                              "--workers", str(workers), "--output", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -146,7 +146,7 @@ def wait_for(condition, seconds):
 
 def test_a_killed_sweep_leaves_no_worker_or_kernel_running(tmp_path):
     out = tmp_path / "out"
-    proc = start_sweep(tmp_path, out)
+    proc = start_sweep(tmp_path, out, runs=2)
     parent = psutil.Process(proc.pid)
     kernels = lambda: [p for p in parent.children(recursive=True) if "ipykernel" in " ".join(p.cmdline())]
     assert wait_for(lambda: len(kernels()) >= 1, 120), "no notebook kernel started"
@@ -156,7 +156,7 @@ def test_a_killed_sweep_leaves_no_worker_or_kernel_running(tmp_path):
     assert wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family), 10), \
         [" ".join(p.cmdline()) for p in family if p.is_running()]
     # made again, the sweep takes over the stale lock and clears what the killed runs left in their folders
-    again = labs("sweep", sweep_file(tmp_path), "--smoke", "--workers", "2", "--output", out)
+    again = labs("sweep", sweep_file(tmp_path, runs=2), "--smoke", "--workers", "2", "--output", out)
     assert again.returncode == 0, again.stdout + again.stderr
     leftovers = [p.name for p in out.rglob("*") if p.name.startswith(("kernel-ipc", ".report.partial"))]
     assert leftovers == [] and not (out / ".labs-sweep.lock").exists()
