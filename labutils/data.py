@@ -357,8 +357,8 @@ def augment(x: torch.Tensor, crop_padding: int = 4, flip: bool = True) -> torch.
         cols = dx + torch.arange(width, device=x.device)           # n x width
         x = padded[torch.arange(n, device=x.device).view(-1, 1, 1), :, rows[:, :, None], cols[:, None, :]]
         x = x.permute(0, 3, 1, 2)                                   # (n, h, w, c) -> (n, c, h, w)
-        # that is channels-last in memory: keep it on CUDA, where the data and the model are stored so, and make
-        # it contiguous elsewhere: CPU convolutions on channels-last batches ran 1.6x slower (FashionMNIST LeNet-5)
+        # that is channels-last in memory: keep it on CUDA, where the data and the model are stored so; elsewhere
+        # give back the layout the images came in, and let the model's layout decide (train.channels_last)
         x = x.contiguous(memory_format=torch.channels_last if x.is_cuda else torch.contiguous_format)
     return x
 
