@@ -1,6 +1,16 @@
-"""Sentences about a run, written from its own numbers, so a report's analysis can never contradict them."""
+"""Sentences about a run, written from its own numbers, so a report's analysis can never contradict them.
+
+`write(run, classes)` is a notebook's whole analysis; the functions it uses take plain numbers (results.json's
+models, histories, confusion matrices), so each sentence can be tested against them.
+"""
+
+import math
 
 import torch
+from IPython.display import Markdown
+
+from .reported import reported
+from .vocab import plural
 
 
 def pct(accuracy: float) -> str:
@@ -8,12 +18,96 @@ def pct(accuracy: float) -> str:
     return f"{100 * accuracy:.2f} %"
 
 
+def _points(a: float, b: float) -> str:
+    return f"{abs(100 * (a - b)):.2f} points"
+
+
 def _when(row: dict) -> str:
     return f"iteration {row['iteration']:,}" if "iteration" in row else f"epoch {row['epoch']}"
 
 
+def _names(names: list) -> str:
+    bold = [f"**{n}**" for n in names]
+    return bold[0] if len(bold) == 1 else ", ".join(bold[:-1]) + " and " + bold[-1]
+
+
+# --- the models against each other --------------------------------------------------------
+
+def ranking(accuracies: dict, diverged=()) -> str:
+    """The models of `accuracies` (all of a run's) by test accuracy: the most accurate, and by how much over each
+    other one; a diverged model is named as such, not ranked."""
+    healthy = {n: a for n, a in accuracies.items() if n not in diverged}
+    sentences = []
+    if len(healthy) == 1:
+        [(name, accuracy)] = healthy.items()
+        sentences.append(f"**{name}** reached {pct(accuracy)} on the test set.")
+    elif healthy:
+        top = max(healthy.values())
+        leaders = [n for n, a in healthy.items() if a == top]
+        others = sorted((n for n in healthy if n not in leaders), key=healthy.get, reverse=True)
+        if not others:
+            sentences.append(f"{_names(leaders)} are level on the test set, at {pct(top)} each.")
+        else:
+            lead = (f"{_names(leaders)} is the most accurate" if len(leaders) == 1 else
+                    f"{_names(leaders)} are level as the most accurate")
+            behind = ", ".join(f"{_points(top, healthy[n])} above {n} ({pct(healthy[n])})" for n in others)
+            sentences.append(f"{lead} on the test set ({pct(top)}): {behind}.")
+    for name in (n for n in accuracies if n in diverged):
+        sentences.append(f"**{name}** diverged, so its test accuracy ({pct(accuracies[name])}) ranks nothing.")
+    return " ".join(sentences)
+
+
+def compare(first: str, second: str, accuracies: dict) -> str:
+    """Two models on the test set, in one sentence that claims nothing about any other model."""
+    a, b = accuracies[first], accuracies[second]
+    if a == b:
+        return f"On the test set **{first}** and **{second}** are level, at {pct(a)} each."
+    return (f"On the test set **{first}** reached {pct(a)}, {_points(a, b)} {'above' if a > b else 'below'} "
+            f"**{second}** ({pct(b)}).")
+
+
+def best_on_validation(best: str, validation: dict, accuracies: dict) -> str:
+    """Which model the validation split chooses, and what the test set says of that choice."""
+    top = max(accuracies.values())
+    verdict = ("it is also the most accurate on the test set" if accuracies[best] == top else
+               f"on the test set it reached {pct(accuracies[best])}, {_points(top, accuracies[best])} below the "
+               f"most accurate there: one validation split does not always pick the test set's winner")
+    return (f"Chosen on the validation split, the best model is **{best}** ({pct(validation[best])} where "
+            f"training ended); {verdict}.")
+
+
+def against_report(accuracies: dict, reported_numbers: dict, source: str = "the original report") -> str:
+    """This run's test accuracy beside the seed report's number (in %) for each model that has one."""
+    shared = [n for n in accuracies if n in reported_numbers]
+    if not shared:
+        return ""
+    parts = [f"{n} {pct(accuracies[n])} against {reported_numbers[n]:.2f} % "
+             f"({100 * accuracies[n] - reported_numbers[n]:+.2f} points)" for n in shared]
+    below = [n for n in shared if 100 * accuracies[n] < reported_numbers[n]]
+    verdict = (f"every model beats {source}" if not below and len(shared) > 1 else
+               f"{shared[0]} beats {source}" if not below else
+               f"{' and '.join(below)} stay{'s' if len(below) == 1 else ''} below {source} in this run")
+    return f"Against {source}: {'; '.join(parts)}: {verdict}."
+
+
+def ensemble_gain(members: dict, ensemble: float, name: str = "ensemble") -> str:
+    """Markdown: each member's test accuracy, their mean, the ensemble's, and its gain over the mean and the best
+    member."""
+    mean, best = sum(members.values()) / len(members), max(members.values())
+    rows = "\n".join(f"| {member} | {pct(accuracy)} |" for member, accuracy in members.items())
+    gain = 100 * (ensemble - best)
+    verdict = ("beats its best member" if gain > 0 else "only ties its best member" if gain == 0 else
+               "falls below its best member")
+    return (f"| | test accuracy |\n|---|---:|\n{rows}\n| mean of the members | {pct(mean)} |\n"
+            f"| **{name} of {len(members)}** | **{pct(ensemble)}** |\n\n"
+            f"The {name} {verdict}: {100 * (ensemble - mean):+.2f} points over the mean member, {gain:+.2f} over "
+            f"the best one.")
+
+
+# --- each model's training ----------------------------------------------------------------
+
 def learning_curve(name: str, history: list) -> str:
-    """What a model's curves say: overfitting or not, and whether more training would still help."""
+    """What a model's curves say: overfitting, underfitting (still learning at the end), or neither."""
     rows = [r for r in history if r.get("val_loss") is not None]
     if len(rows) < 2:
         return f"**{name}**: too few evaluations to read a curve from."
@@ -37,7 +131,7 @@ def learning_curve(name: str, history: list) -> str:
     recent = last["val_accuracy"] - rows[-3 if len(rows) >= 3 else 0]["val_accuracy"]
     if best is last and recent > 0.003:
         text += (f"; validation accuracy was still rising at the end ({100 * recent:+.2f} points over the last "
-                 f"evaluations), so longer training would likely help")
+                 f"evaluations): it underfits, and longer training would likely help")
     elif best is not last and best["val_accuracy"] - last["val_accuracy"] > 0.003:
         text += (f"; validation accuracy peaked at {_when(best)} ({pct(best['val_accuracy'])}), "
                  f"{100 * (best['val_accuracy'] - last['val_accuracy']):.2f} points above where it ended")
@@ -46,106 +140,10 @@ def learning_curve(name: str, history: list) -> str:
     return f"**{name}**: {text}."
 
 
-def ranking(accuracies: dict) -> str:
-    """Which model is the most accurate on the test set, and by how much over each other one."""
-    order = sorted(accuracies, key=accuracies.get, reverse=True)
-    best = order[0]
-    if len(order) == 1:
-        return f"**{best}** reached {pct(accuracies[best])} on the test set."
-    others = ", ".join(f"{100 * (accuracies[best] - accuracies[n]):.2f} points above {n} ({pct(accuracies[n])})"
-                       if accuracies[best] > accuracies[n] else f"level with {n}" for n in order[1:])
-    return f"**{best}** is the most accurate on the test set ({pct(accuracies[best])}): {others}."
-
-
-def against_report(accuracies: dict, reported: dict, source: str = "the original report") -> str:
-    """This run's test accuracy beside the seed report's number (in %) for each model that has one."""
-    shared = [n for n in accuracies if n in reported]
-    if not shared:
-        return ""
-    parts = [f"{n} {pct(accuracies[n])} against {reported[n]:.2f} % ({100 * accuracies[n] - reported[n]:+.2f} "
-             f"points)" for n in shared]
-    below = [n for n in shared if 100 * accuracies[n] < reported[n]]
-    verdict = (f"every model beats {source}" if not below else
-               f"{' and '.join(below)} stay{'s' if len(below) == 1 else ''} below {source} in this run")
-    return f"Against {source}: {'; '.join(parts)}: {verdict}."
-
-
-def most_confused(confusion, classes, k: int = 5) -> list:
-    """The k most frequent mistakes: (true class, predicted class, count), largest first."""
-    confusion = torch.as_tensor(confusion).clone()
-    confusion.fill_diagonal_(0)
-    counts, flat = confusion.flatten().topk(min(k, confusion.numel()))
-    n = len(classes)
-    return [(classes[i // n], classes[i % n], c) for c, i in zip(counts.tolist(), flat.tolist()) if c > 0]
-
-
-def confusions(confusion, classes, k: int = 3, whose: str = "The") -> str:
-    """The k most frequent mistakes of a confusion matrix (rows: true class), and their share of all mistakes;
-    `whose` starts the sentence ("The", "**lenet5**'s")."""
-    errors = int(torch.as_tensor(confusion).sum() - torch.as_tensor(confusion).trace())
-    if not errors:
-        return "No test image was misclassified."
-    pairs = most_confused(confusion, classes, k)
-    listed = ", ".join(f"{true} taken for {predicted} ({count})" for true, predicted, count in pairs)
-    share = sum(c for *_, c in pairs) / errors
-    n = len(classes)
-    return (f"{whose} most frequent mistakes: {listed}; these {len(pairs)} of the {n * (n - 1)} possible confusions "
-            f"make {share:.0%} of the {errors:,} errors.")
-
-
-OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD with momentum", "rmsprop": "RMSprop",
-                   "adadelta": "Adadelta"}
-
-
-def training_recipe(p: dict, n_train: int) -> str:
-    """The training settings of a run, in words, from its own parameters."""
-    if p.get("stages"):
-        steps = "; ".join(
-            f"stage {k}: {s['iterations']:,} iterations, " + ", ".join(
-                f"{key.replace('_', ' ')} " + (f"{s[key][0]:g} → {s[key][1]:g}" if isinstance(s[key], list)
-                                               else f"{s[key]:g}") for key in ("lr", "batch_size", "l2"))
-            for k, s in enumerate(p["stages"], 1))
-        text = (f"{OPTIMIZER_NAMES[p['optimizer']]} in {len(p['stages'])} stage(s) ({steps}); the values move "
-                f"linearly within a stage, updated every {p.get('update_every', 50)} iterations")
-    else:
-        schedule = {"none": "a constant learning rate",
-                    "exponential": f"the learning rate multiplied by {p.get('lr_decay')} per epoch",
-                    "step": f"the learning rate multiplied by {p.get('lr_decay')} every {p.get('lr_step')} "
-                            f"iterations",
-                    "cosine": "the learning rate following a cosine down to 0"}[p.get("schedule", "none")]
-        if p.get("warmup"):
-            schedule += f", after a linear warm-up over the first {p['warmup']:.0%} of the steps (one cycle)"
-        text = (f"{p['epochs']} epochs of {n_train:,} images in batches of {p['batch_size']}, "
-                f"{OPTIMIZER_NAMES[p['optimizer']]} at lr {p['lr']:g} with {schedule}")
-    if p.get("weight_decay"):
-        text += (f"; weight decay {p['weight_decay']:g}" + (" (decoupled)" if p["optimizer"] == "adamw" else
-                                                            " (an L2 penalty on the gradient)"))
-    loss = "multi-margin (hinge) loss" if p.get("loss") == "multi_margin" else "cross-entropy"
-    if p.get("label_smoothing"):
-        loss += f" with label smoothing {p['label_smoothing']:g}"
-    text += f"; {loss}"
-    shown = [what for what, on in (("random horizontal flips", p.get("flip")),
-                                   (f"random shifts of up to {p.get('shift')} pixels", p.get("shift")),
-                                   ("random crops (padding 4) and flips", p.get("augment"))) if on]
-    text += f"; {' and '.join(shown) if shown else 'no augmentation'} of the training images"
-    if p.get("tta"):
-        text += ("; at evaluation, each image and its mirror image are classified and the two outputs averaged "
-                 "(test-time augmentation)")
-    return text[0].upper() + text[1:] + "."
-
-
-def ensemble_gain(members: dict, ensemble: float, name: str = "ensemble") -> str:
-    """Markdown: each member's test accuracy, their mean, the ensemble's, and its gain over the mean and the best
-    member."""
-    mean, best = sum(members.values()) / len(members), max(members.values())
-    rows = "\n".join(f"| {member} | {pct(accuracy)} |" for member, accuracy in members.items())
-    gain = 100 * (ensemble - best)
-    verdict = ("beats its best member" if gain > 0 else "only ties its best member" if gain == 0 else
-               "falls below its best member")
-    return (f"| | test accuracy |\n|---|---:|\n{rows}\n| mean of the members | {pct(mean)} |\n"
-            f"| **{name} of {len(members)}** | **{pct(ensemble)}** |\n\n"
-            f"The {name} {verdict}: {100 * (ensemble - mean):+.2f} points over the mean member, {gain:+.2f} over "
-            f"the best one.")
+def divergence(fits: dict) -> str:
+    """Markdown: one line per trained model, ok or why it diverged."""
+    return "\n".join(f"- {name}: {'ok' if fit.status == 'ok' else 'DIVERGED: ' + str(fit.error)}"
+                     for name, fit in fits.items())
 
 
 def extremes(histories: dict, loss_scale: float = 1.0) -> str:
@@ -162,3 +160,157 @@ def extremes(histories: dict, loss_scale: float = 1.0) -> str:
                      f"{pct(high['test_accuracy'])} ({high[at]:,}) | {loss_scale * high['test_loss']:.4g} | "
                      f"{pct(last['test_accuracy'])} |")
     return "\n".join(lines)
+
+
+# --- mistakes -----------------------------------------------------------------------------
+
+def most_confused(confusion, classes, k: int = 5) -> list:
+    """The k most frequent mistakes: (true class, predicted class, count), largest first."""
+    confusion = torch.as_tensor(confusion).clone()
+    confusion.fill_diagonal_(0)
+    counts, flat = confusion.flatten().topk(min(k, confusion.numel()))
+    n = len(classes)
+    return [(classes[i // n], classes[i % n], c) for c, i in zip(counts.tolist(), flat.tolist()) if c > 0]
+
+
+def confusions(confusion, classes, k: int = 3, whose: str = "The") -> str:
+    """The k most frequent mistakes of a confusion matrix (rows: true class), and their share of all mistakes;
+    `whose` starts the sentence ("The", "**lenet5**'s")."""
+    errors = int(torch.as_tensor(confusion).sum() - torch.as_tensor(confusion).trace())
+    if not errors:
+        return f"{whose} model misclassified no test image." if whose != "The" else "No test image was misclassified."
+    pairs = most_confused(confusion, classes, k)
+    listed = ", ".join(f"{true} taken for {predicted} ({count})" for true, predicted, count in pairs)
+    share = sum(c for *_, c in pairs) / errors
+    n = len(classes)
+    return (f"{whose} most frequent mistakes: {listed}; these {len(pairs)} of the {n * (n - 1)} possible confusions "
+            f"make {share:.0%} of the {errors:,} errors.")
+
+
+def mistakes_table(models: dict, classes, k: int = 4) -> str:
+    """Markdown: each model's k most frequent mistakes."""
+    lines = ["| model | true class | predicted as | images |", "|---|---|---|---:|"]
+    for name, m in models.items():
+        lines += [f"| {name} | {true} | {predicted} | {count} |"
+                  for true, predicted, count in most_confused(m["confusion_matrix"], classes, k)]
+    return "\n".join(lines)
+
+
+# --- the recipe, and lab 02's comparison ----------------------------------------------------
+
+OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD with momentum", "rmsprop": "RMSprop",
+                   "adadelta": "Adadelta"}
+
+
+def describe_recipe(recipe) -> str:
+    """A train.Recipe in words."""
+    r = recipe
+    if r.stages:
+        steps = "; ".join(
+            f"stage {k}: {plural(s['iterations'], 'iteration')}, " + ", ".join(
+                f"{key.replace('_', ' ')} " + (f"{s[key][0]:g} → {s[key][1]:g}" if isinstance(s[key], (list, tuple))
+                                               else f"{s[key]:g}") for key in ("lr", "batch_size", "l2"))
+            for k, s in enumerate(r.stages, 1))
+        text = (f"{OPTIMIZER_NAMES[r.optimizer]} in {plural(len(r.stages), 'stage')} ({steps}); the values move "
+                f"linearly within a stage, updated every {plural(r.update_every, 'iteration')}")
+    else:
+        schedule = {"none": "a constant learning rate",
+                    "exponential": f"the learning rate multiplied by {r.lr_decay:g} per epoch",
+                    "step": f"the learning rate multiplied by {r.lr_decay:g} every {plural(r.lr_step, 'iteration')}",
+                    "cosine": "the learning rate following a cosine down to 0"}[r.schedule]
+        if r.warmup:
+            schedule += f", after a linear warm-up over the first {r.warmup:.0%} of the steps (one cycle)"
+        text = (f"{plural(r.epochs, 'epoch')} in batches of {r.batch_size}, {OPTIMIZER_NAMES[r.optimizer]} at "
+                f"lr {r.lr:g} with {schedule}")
+    if r.weight_decay:
+        text += (f"; weight decay {r.weight_decay:g}" + (" (decoupled)" if r.optimizer == "adamw" else
+                                                         " (an L2 penalty on the gradient)"))
+    loss = "multi-margin (hinge) loss" if r.loss == "multi_margin" else "cross-entropy"
+    if r.label_smoothing:
+        loss += f" with label smoothing {r.label_smoothing:g}"
+    text += f"; {loss}; {r.augment or 'no augmentation'} of the training images"
+    text += {"auto": "; forward passes in bf16 where the hardware computes it natively, else fp32",
+             "bf16": "; forward passes in bf16", "fp32": "; forward passes in fp32"}[r.precision]
+    return "**Recipe.** " + text[0].upper() + text[1:] + "."
+
+
+def fcn_against_cnn(models: dict, layers: dict, device: str, fcn: str = "fcn", cnn: str = "lenet5") -> str:
+    """Lab 02's comparison of the fully connected net and LeNet-5, in this run's numbers: connectivity, weight
+    sharing, parameters and memory, compute, time and accuracy. `layers`: models.summary's rows per model."""
+    if not {fcn, cnn} <= set(models):
+        return f"Train both {fcn} and {cnn} (the `models` parameter) to compare them here."
+    fc, cv = models[fcn], models[cnn]
+    fc_first = next(layer for layer in layers[fcn] if layer[1] == "Linear")
+    conv_first = next(layer for layer in layers[cnn] if layer[1] == "Conv2d")
+    memory = {n: 4 * sum(math.prod(layer[2]) for layer in layers[n]) for n in (fcn, cnn)}
+    epoch = {n: sum(h["seconds"] for h in models[n]["history"]) / max(len(models[n]["history"]), 1)
+             for n in (fcn, cnn)}
+    ratio = fc["parameters"] / cv["parameters"]
+    work = cv["macs_per_image"] / fc["macs_per_image"]
+    return f"""**Connectivity.** Each of the FCN's {fc_first[2][0]} hidden units is connected to every pixel, so its first
+layer alone holds {fc_first[3]:,} parameters and knows nothing of which pixels are neighbours. Each output of
+LeNet-5's first convolution sees only a 5×5 patch: local connectivity, which builds in that nearby pixels belong
+together.
+
+**Weight sharing.** That first convolution has {conv_first[3]:,} parameters yet performs {conv_first[4]:,}
+multiply-accumulates per image: the same filters slide over every position, each weight reused
+{conv_first[4] // max(conv_first[3] - conv_first[2][0], 1):,} times per image. The FCN's first layer uses each
+weight once ({fc_first[4]:,} MACs for {fc_first[3]:,} parameters).
+
+**Parameters and memory.** The FCN has {fc['parameters']:,} parameters ({4 * fc['parameters'] / 1e6:.2f} MB in
+float32), {ratio:.1f}× LeNet-5's {cv['parameters']:,} ({4 * cv['parameters'] / 1e3:.0f} kB). But per image, the
+outputs of all layers (kept for the backward pass) take {memory[fcn] / 1e3:.1f} kB in the FCN and
+{memory[cnn] / 1e3:.1f} kB in LeNet-5, whose feature maps are larger than the FCN's vectors.
+
+**Compute.** LeNet-5 does {cv['macs_per_image']:,} MACs per image against the FCN's {fc['macs_per_image']:,}:
+{work:.1f}× the work with {ratio:.1f}× fewer weights. Here an epoch took {epoch[cnn]:.1f} s for LeNet-5 and
+{epoch[fcn]:.1f} s for the FCN ({device}).
+
+**Accuracy.** {compare(cnn, fcn, {n: m['test_accuracy'] for n, m in models.items()})}"""
+
+
+# --- a notebook's analysis ----------------------------------------------------------------
+
+def grading(params: dict, accuracy: float, goal: float) -> str:
+    """Lab 01's grading points, each met or not, from the run's parameters and test accuracy."""
+    checks = {
+        "at least 3 hidden layers": len(params["hidden"]) >= 3,
+        "dropout": params["dropout"] > 0,
+        "weight initialization (he, xavier or normal)": params["init"] != "default",
+        "weight decay (L2)": params["weight_decay"] > 0,
+        f"test accuracy of at least {goal:g} % (this run: {pct(accuracy)})": 100 * accuracy >= goal,
+    }
+    return "**Against the grading points:**\n\n" + "\n".join(
+        f"- {'met' if met else '**not met**'}: {point}" for point, met in checks.items())
+
+
+def sentences(run, classes) -> list:
+    """The analysis of a finished run (a report.Run) as paragraphs, every number taken from the run."""
+    models, params, paper = run.models, run.params, reported(run.assignment)
+    accuracies = {n: m["test_accuracy"] for n, m in models.items()}
+    diverged = [n for n in models if n in run.fits and run.fits[n].status != "ok"]
+    lines = [grading(params, accuracies["mlp"], paper["goal"])] if "goal" in paper and "mlp" in models else []
+    lines.append(ranking(accuracies, diverged))
+    best = run.best()
+    validation = {n: m["history"][-1]["val_accuracy"] for n, m in models.items()
+                  if m["history"] and m["history"][-1].get("val_accuracy") is not None}
+    if best and len(validation) > 1 and best not in diverged:
+        lines.append(best_on_validation(best, validation, {n: a for n, a in accuracies.items() if n not in diverged}))
+    same_data = params.get("dataset", paper.get("dataset")) == paper.get("dataset")
+    if paper.get("models") and same_data and not params.get("synthetic"):   # the reports measured real images
+        lines.append(against_report(accuracies, paper["models"], paper["source"]))
+    single = {n: m["test_accuracy_single_view"] for n, m in models.items() if "test_accuracy_single_view" in m}
+    if single:
+        lines.append("Without test-time augmentation (one view per image) the test accuracy is "
+                     + ", ".join(f"{n} {pct(a)}" for n, a in single.items()) + ".")
+    lines += [learning_curve(n, m["history"]) for n, m in models.items() if n not in run.ensembles]
+    focus = next(iter(run.ensembles), None) or best or next(iter(models))
+    lines.append(confusions(models[focus]["confusion_matrix"], classes, whose=f"**{focus}**'s"))
+    if paper.get("published"):
+        lines.append(f"*Published results for such networks, for scale (not measured here): {paper['published']}.*")
+    return [line for line in lines if line]
+
+
+def write(run, classes) -> Markdown:
+    """The analysis of a finished run, for a notebook to show."""
+    return Markdown("\n\n".join(sentences(run, classes)))

@@ -1,6 +1,7 @@
 """The `labs` command (also `python -m labutils`): a thin layer over params, runner and data."""
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 from . import LabsError
 
 USAGE_ERROR, RUN_FAILED = 2, 1
+OUTPUTS = Path("outputs")   # where runs and sweeps land without --output
 
 
 def _list(args) -> int:
@@ -30,16 +32,21 @@ def _list(args) -> int:
 
 
 def _run(args) -> int:
-    from .params import parse_value, resolve
+    from .params import load_yaml, parse_value, resolve
     from .runner import describe_outcome, new_folder, run
     overrides = {name: parse_value(value) for name, value in args.p}
-    params = resolve(args.assignment, args.f, overrides, smoke=args.smoke)
+    params = resolve(args.assignment, args.f, overrides, smoke=args.smoke)   # validated here, once
+    if args.smoke:
+        given = {k: v for f in args.f for k, v in load_yaml(f).items() if k not in overrides}
+        replaced = [f"{k} {given[k]!r} by {params[k]!r}" for k in given if k in params and params[k] != given[k]]
+        if replaced:
+            print(f"--smoke replaces {', '.join(replaced)} from your files (give a value with -p to keep it)")
     if args.output:
         folder = Path(args.output)
     else:
         name = "-".join([time.strftime("%Y%m%d-%H%M%S")] + [Path(f).stem for f in args.f]
                         + (["smoke"] if args.smoke else []))
-        folder = new_folder(Path("outputs") / args.assignment, name)
+        folder = new_folder(OUTPUTS / args.assignment, name)
     print(f"Running {args.assignment} into {folder}", flush=True)
     results = run(args.assignment, params, folder)
     print(describe_outcome(results, folder))
@@ -57,15 +64,16 @@ def _sweep(args) -> int:
         raise LabsError(f"Two sweep files have the same name ({', '.join(n for n in names if names.count(n) > 1)}); "
                         f"give each a different `name:`.")
     if len(plans) == 1:
-        outs = [Path(args.output) if args.output else Path("outputs") / "sweeps" / names[0]]
+        outs = [Path(args.output) if args.output else OUTPUTS / "sweeps" / names[0]]
     else:
-        outs = [Path(args.output or Path("outputs") / "sweeps") / n for n in names]
+        outs = [Path(args.output or OUTPUTS / "sweeps") / n for n in names]
     where = f"on the Dask cluster at {args.scheduler}" if args.scheduler else \
         f"in {args.workers} worker process{'es' if args.workers > 1 else ''}"
     for plan, out in zip(plans, outs):
         print(f"Sweep {plan.name}: {len(plan.runs)} runs of {plan.assignment} into {out}", flush=True)
     print(f"Running {where}", flush=True)
-    outcomes = sweep.run(list(zip(plans, outs)), workers=args.workers, scheduler=args.scheduler, force=args.force)
+    outcomes = sweep.run(list(zip(plans, outs)), workers=args.workers, scheduler=args.scheduler, force=args.force,
+                         wait=args.wait)
     for plan, out, outcome in zip(plans, outs, outcomes):
         print(f"{plan.name}: " + _summary_line(outcome, out))
     _refresh_index(*outs)
@@ -74,13 +82,12 @@ def _sweep(args) -> int:
 
 def _summary(args) -> int:
     from . import summary
+    from .params import load_yaml
     folder = Path(args.sweep_dir)
     if not any(folder.glob("*/results.json")):
         raise LabsError(f"{folder} holds no runs (no <run>/results.json); give the folder `labs sweep` wrote.")
-    spec = {}
-    if (folder / "sweep.yaml").is_file():
-        from .params import load_yaml
-        spec = load_yaml(folder / "sweep.yaml")
+    summary.check_one_sweep(folder, summary.collect(folder, warn=False))
+    spec = load_yaml(folder / "sweep.yaml")
     print(_summary_line(summary.write(folder, reference=spec.get("reference") or {}, name=spec.get("name") or "",
                                       notes=spec.get("notes") or {}), folder))
     return 0
@@ -90,9 +97,6 @@ def _summary_line(outcome: dict, folder: Path) -> str:
     best = f"; best: {outcome['best']}" if outcome["best"] else ""
     return (f"{outcome['runs']} runs: {outcome['ok']} ok, {outcome['failed']} failed or diverged{best}\n"
             f"  summary: {folder / 'summary.html'} ({folder / 'summary.md'}, {folder / 'summary.csv'})")
-
-
-OUTPUTS = Path("outputs")
 
 
 def _refresh_index(*folders: Path) -> None:
@@ -113,6 +117,21 @@ def _index(args) -> int:
         raise LabsError(f"{folder} is not a folder; give the folder that holds the runs (default: outputs).")
     print(f"wrote {index.write(folder)}")
     return 0
+
+
+def _colab(args) -> int:
+    from . import colab
+    if args.repo:
+        changed = colab.rewrite(args.repo)
+        print(f"{len(changed)} files now point at https://github.com/{args.repo}: "
+              + (", ".join(str(p.name) for p in changed) or "nothing to change"))
+    url, version = colab.project()
+    problems = colab.problems(url, version)
+    for line in problems:
+        print(f"labs: {line}", file=sys.stderr)
+    if not problems:
+        print(f"every notebook opens {url} at v{version} on Colab and installs labutils {version} from there")
+    return USAGE_ERROR if problems else 0
 
 
 def _data_download(args) -> int:
@@ -148,6 +167,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--smoke", action="store_true", help="every run on synthetic data, tiny and offline")
     s.add_argument("--force", action="store_true", help="run again the runs that are already done")
     s.add_argument("--output", metavar="DIR", help="sweep folder (default outputs/sweeps/NAME)")
+    s.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                   help="with --scheduler: how long to wait for a worker to join (default 30)")
     s.set_defaults(handler=_sweep)
 
     s = sub.add_parser("summary", help="rebuild a sweep's summaries from its runs")
@@ -158,6 +179,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("folder", nargs="?", default=str(OUTPUTS), metavar="FOLDER", help="default: outputs")
     s.set_defaults(handler=_index)
 
+    s = sub.add_parser("colab", help="check (or, with --repo, rewrite) every notebook's Colab badge and install cell")
+    s.add_argument("--repo", metavar="OWNER/NAME", help="move the course to github.com/OWNER/NAME: pyproject's URL, "
+                                                         "then every badge and install cell")
+    s.set_defaults(handler=_colab)
+
     s = sub.add_parser("data", help="datasets")
     data_sub = s.add_subparsers(dest="data_command", required=True)
     d = data_sub.add_parser("download", help="fetch datasets into the data dir ahead of time")
@@ -167,8 +193,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def stop_on_signals() -> None:
+    """SIGTERM and SIGHUP (`timeout`, a closed terminal) end `labs` as Ctrl-C does: finished work is kept, locks
+    are released, kernels are shut down."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), interrupt)
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    stop_on_signals()
     try:
         return args.handler(args)
     except LabsError as e:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from . import LabsError
+from .vocab import plural
 
 
 def data_dir(path: str = "") -> Path:
@@ -281,7 +282,7 @@ class Data:
     val: Split
     test: Split
 
-    def images(self, x: torch.Tensor) -> torch.Tensor:
+    def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Undo the normalization: pixel values in [0, 1], on the CPU, for plotting."""
         mean = torch.tensor(self.mean).view(-1, 1, 1)
         std = torch.tensor(self.std).view(-1, 1, 1)
@@ -319,8 +320,12 @@ def load(name: str, path: str = "", *, download: bool = True, synthetic: bool = 
     order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))
     n_val = round(len(order) * val_fraction)
     val_idx, train_idx = order[:n_val], order[n_val:]
-    if len(train_idx) == 0 or len(test_y) == 0:
-        raise LabsError(f"{spec.title} in {source} leaves no training or no test images; use more data or a smaller val_fraction.")
+    if len(train_idx) < len(spec.classes) or len(test_y) == 0:
+        split, size = ("training", len(train_idx)) if len(train_idx) < len(spec.classes) else ("test", 0)
+        raise LabsError(f"The {split} split of {spec.title} holds {plural(size, 'image')} (n_train {n_train}, "
+                        f"val_fraction {val_fraction:g}, n_test {n_test}), too few to learn or measure anything "
+                        f"(at least {len(spec.classes)} for training, 1 for testing); raise n_train or n_test "
+                        f"(0: all), or lower val_fraction.")
 
     def split(x, y):
         x = x.to(device)
@@ -336,10 +341,25 @@ def load(name: str, path: str = "", *, download: bool = True, synthetic: bool = 
                 split(test_x, test_y))
 
 
-def augmentation(flip: bool = True, shift: int = 0):
-    """The augmentation of every training batch, for train.fit: random horizontal flips and random shifts of up
-    to `shift` pixels (crops of the image reflect-padded by `shift`); None when neither is asked for."""
-    return functools.partial(augment, crop_padding=shift, flip=flip) if flip or shift else None
+@dataclass(frozen=True)
+class Augmentation:
+    """Random horizontal flips and random shifts of up to `shift` pixels (crops of the image reflect-padded by
+    `shift`), applied to each training batch as a whole, on its device: call it on a batch."""
+    flip: bool = True
+    shift: int = 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return augment(x, crop_padding=self.shift, flip=self.flip)
+
+    def __str__(self) -> str:
+        parts = (["random horizontal flips"] if self.flip else []) + \
+            ([f"random shifts of up to {self.shift} pixels"] if self.shift else [])
+        return " and ".join(parts) or "no augmentation"
+
+
+def augmentation(flip: bool = True, shift: int = 0) -> Augmentation | None:
+    """The augmentation of every training batch, for train.Recipe; None when neither flips nor shifts are asked."""
+    return Augmentation(flip, shift) if flip or shift else None
 
 
 def augment(x: torch.Tensor, crop_padding: int = 4, flip: bool = True) -> torch.Tensor:

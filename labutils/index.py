@@ -79,11 +79,10 @@ def render(root: Path) -> str:
         parts.append("<table><tr><th>last run</th><th>sweep</th><th>assignment</th><th>runs</th>"
                      "<th>best run (by validation)</th></tr>")
         for folder, members in sweeps:
-            table = summary.rows(members)
-            ranked = [r for r in summary.best_first(table) if r["best_val_accuracy"] is not None]
-            best = (f"{_link(folder / ranked[0]['run'] / 'report.html', root, ranked[0]['run'])} "
-                    f"{html.escape(ranked[0]['model'])}: test {100 * ranked[0]['test_accuracy']:.2f} %"
-                    if ranked else "none finished")
+            top = summary.best_run(summary.rows(members))
+            best = (f"{_link(folder / top['run'] / 'report.html', root, top['run'])} "
+                    f"{html.escape(top['model'])}: test {100 * top['test_accuracy']:.2f} %"
+                    if top else "none finished")
             bad = sum(r.get("status") != "ok" for r in members.values())
             status = "ok" if not bad else "failed" if bad == len(members) else "mixed"
             assignments = ", ".join(sorted({str(r.get("assignment")) for r in members.values()}))

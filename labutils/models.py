@@ -3,8 +3,7 @@
 import torch
 from torch import nn
 
-from . import LabsError
-from .params import INITS
+from .vocab import INITS, check_choice
 
 ACTIVATION_LAYERS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
                      "gelu": nn.GELU, "elu": nn.ELU}
@@ -112,8 +111,7 @@ def ensemble_cnn(pool: str = "mixed", dropout: float = 0.5, slope: float = 0.2, 
 def init_weights(model: nn.Module, scheme: str = "he", std: float = 0.01, bias: float = 0.0) -> nn.Module:
     """Re-draw the weights of every linear and conv layer by `scheme`, and set their biases to `bias`
     ("default" keeps PyTorch's weights and biases)."""
-    if scheme not in INITS:
-        raise LabsError(f"Unknown init {scheme!r}; choose one of {', '.join(INITS)}.")
+    check_choice("init", scheme, INITS)
     if scheme == "default":
         return model
     for m in model.modules():

@@ -4,7 +4,7 @@ Everything here runs before a notebook starts, so a bad name, type or value cost
 """
 
 import ast
-import difflib
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,51 +12,11 @@ from pathlib import Path
 import yaml
 
 from . import LabsError
+from .vocab import (ACTIVATIONS, INITS, LOSSES, OPTIMIZERS, POOLS, PRECISIONS, SCHEDULES, check_stages,
+                    did_you_mean)
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER_OWNED = {"output_dir": "--output DIR"}   # parameters that labs sets itself
-
-# The named choices of the parameters, here without torch so that validation is fast;
-# labutils.models and labutils.train implement exactly these (a test keeps them in step).
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adadelta")
-SCHEDULES = ("none", "exponential", "step", "cosine")
-LOSSES = ("cross_entropy", "multi_margin")
-INITS = ("default", "he", "xavier", "normal")
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "elu")
-POOLS = ("max", "avg", "mixed")
-STAGE_KEYS = ("iterations", "lr", "batch_size", "l2")
-
-
-def check_stages(stages) -> None:
-    """Refuse a malformed `stages` list (see train.stage_values) with one line naming the stage and the key."""
-    if not isinstance(stages, list) or not stages:
-        raise LabsError("stages must be a non-empty list of mappings, e.g. "
-                        "[{iterations: 1000, lr: [0.001, 0.0001], batch_size: 100, l2: 0}].")
-    for k, stage in enumerate(stages, 1):
-        if not isinstance(stage, dict):
-            raise LabsError(f"stage {k} must be a mapping of {', '.join(STAGE_KEYS)}, not {stage!r}.")
-        for key in stage:
-            if key not in STAGE_KEYS:
-                raise LabsError(f"stage {k}: unknown key {key!r}{_did_you_mean(str(key), STAGE_KEYS)}; "
-                                f"a stage has {', '.join(STAGE_KEYS)}.")
-        for key in STAGE_KEYS:
-            if key not in stage:
-                raise LabsError(f"stage {k}: the key {key!r} is missing; a stage has {', '.join(STAGE_KEYS)}.")
-        iterations = stage["iterations"]
-        if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
-            raise LabsError(f"stage {k}: iterations must be a whole number of at least 1, not {iterations!r}.")
-        for key, test, allowed in (("lr", lambda v: v > 0, "greater than 0"),
-                                   ("batch_size", lambda v: v >= 1, "at least 1"),
-                                   ("l2", lambda v: v >= 0, "0 or more")):
-            value = stage[key]
-            numbers = list(value) if isinstance(value, (list, tuple)) else [value]
-            if isinstance(value, (list, tuple)) and len(numbers) != 2 or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
-                raise LabsError(f"stage {k}: {key} must be a number or a [start, end] pair of numbers, "
-                                f"not {value!r}.")
-            if not all(test(v) for v in numbers):
-                raise LabsError(f"stage {k}: {key} must be {allowed}, not {value!r}.")
-
 
 def course_dir(name: str) -> Path:
     """The course's notebooks/ or params/ folder, which sit beside labutils/ in the repository."""
@@ -78,7 +38,7 @@ def assignments() -> dict:
 def notebook(assignment: str) -> Path:
     known = assignments()
     if assignment not in known:
-        raise LabsError(f"Unknown assignment {assignment!r}{_did_you_mean(assignment, known)}; "
+        raise LabsError(f"Unknown assignment {assignment!r}{did_you_mean(assignment, known)}; "
                         f"choose one of {', '.join(known)}.")
     return known[assignment]
 
@@ -91,6 +51,7 @@ class Parameter:
     help: str
 
 
+@functools.cache
 def declared_in(path: Path) -> dict:
     """The parameters that a notebook declares in its `parameters` cell, by name, as papermill reads them."""
     import papermill  # slow to import: only when needed
@@ -132,16 +93,6 @@ def parse_value(text: str):
         return text
 
 
-ALIASES = {"learning_rate": "lr", "wd": "weight_decay", "l2": "weight_decay", "bs": "batch_size",
-           "epoch": "epochs", "num_epochs": "epochs", "hidden_layers": "hidden", "drop_rate": "dropout"}
-
-
-def _did_you_mean(name: str, known) -> str:
-    close = [ALIASES[name]] if ALIASES.get(name) in known else \
-        difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _rules(params: dict) -> dict:
     """Allowed values by parameter name, shared by every notebook: name -> (test, what is allowed)."""
     def one_of(choices):
@@ -165,6 +116,7 @@ def _rules(params: dict) -> dict:
         "hidden": widths, "widths": widths, "blocks": at_least_1, "ensemble": not_negative,
         "pool": one_of(POOLS),
         "optimizer": one_of(OPTIMIZERS), "schedule": one_of(SCHEDULES), "init": one_of(INITS),
+        "precision": one_of(PRECISIONS),
         "activation": one_of(ACTIVATIONS), "loss": one_of(LOSSES),
         "device": (lambda v: v in ("auto", "cpu", "cuda", "mps") or v.startswith("cuda:"),
                    "auto, cpu, cuda (or cuda:N) or mps"),
@@ -203,7 +155,7 @@ def validate(assignment: str, values: dict, params: dict | None = None) -> dict:
         if name in RUNNER_OWNED:
             raise LabsError(f"{name} is set by labs itself; use {RUNNER_OWNED[name]} instead.")
         if name not in params:
-            raise LabsError(f"Unknown parameter {name!r} for {assignment}{_did_you_mean(name, params)}; "
+            raise LabsError(f"Unknown parameter {name!r} for {assignment}{did_you_mean(name, params)}; "
                             f"`labs list {assignment}` shows them all.")
         value = _typed(params[name], value)
         if name == "stages":
@@ -222,14 +174,15 @@ def smoke_values(assignment: str) -> dict:
     return load_yaml(course_dir("params") / assignment / "smoke.yaml")
 
 
-def shrink(values: dict, smoke: dict) -> dict:
-    """Make a run a smoke run whatever its other files say: smoke.yaml's data settings (synthetic, n_train, n_test)
-    hold, and it trains at most smoke.yaml's epochs. (Its other values sit below every file, as defaults.)"""
-    values = {**values, **{k: smoke[k] for k in ("synthetic", "n_train", "n_test") if k in smoke}}
+def shrink(values: dict, smoke: dict, keep=()) -> dict:
+    """Make a run a smoke run whatever its files say: smoke.yaml's data settings (synthetic, n_train, n_test)
+    hold, and it trains at most smoke.yaml's epochs (its other values sit below every file, as defaults).
+    Values named in `keep` (given with -p) are the user's and stay as given."""
+    values = {**values, **{k: smoke[k] for k in ("synthetic", "n_train", "n_test") if k in smoke and k not in keep}}
     for key in ("epochs", "eval_every"):
-        if key in smoke:
+        if key in smoke and key not in keep:
             values[key] = min(values[key], smoke[key])
-    if smoke.get("stages") and values.get("stages"):   # stages shrink in proportion to smoke.yaml's length
+    if smoke.get("stages") and values.get("stages") and "stages" not in keep:   # shrunk in proportion
         cap, length = (sum(stage["iterations"] for stage in s) for s in (smoke["stages"], values["stages"]))
         if length > cap:
             values["stages"] = [{**stage, "iterations": max(1, stage["iterations"] * cap // length)}
@@ -237,9 +190,22 @@ def shrink(values: dict, smoke: dict) -> dict:
     return values
 
 
-def combine(assignment: str, layers: list, smoke: bool = False, params: dict | None = None) -> dict:
+MIN_TRAIN = 10   # training images below which nothing can be learned (one per class of the labs' datasets)
+
+
+def check_split(values: dict) -> None:
+    """Refuse, before anything runs, a training split too small to learn from (when n_train fixes its size)."""
+    n_train, share = values.get("n_train") or 0, values.get("val_fraction", 0.0)
+    if n_train and n_train - round(n_train * share) < MIN_TRAIN:
+        left = n_train - round(n_train * share)
+        raise LabsError(f"n_train {n_train} with val_fraction {share:g} leaves {left} training image"
+                        f"{'' if left == 1 else 's'}, too few to learn from (at least {MIN_TRAIN}); raise n_train "
+                        f"(0: all) or lower val_fraction.")
+
+
+def combine(assignment: str, layers: list, smoke: bool = False, params: dict | None = None, keep=()) -> dict:
     """The full, validated parameters of a run: notebook defaults, then (with `smoke`) smoke.yaml, then each
-    layer of values, later ones winning; a smoke run is then shrunk to smoke size."""
+    layer of values, later ones winning; a smoke run is then shrunk to smoke size, but for the names in `keep`."""
     params = params if params is not None else declared(assignment)
     small = smoke_values(assignment) if smoke else {}
     merged = {}
@@ -250,9 +216,13 @@ def combine(assignment: str, layers: list, smoke: bool = False, params: dict | N
     if values.get("loss") == "multi_margin" and values.get("label_smoothing"):
         raise LabsError("label_smoothing works with the cross_entropy loss only; "
                         "set label_smoothing to 0 to train with multi_margin.")
-    return shrink(values, small) if smoke else values
+    values = shrink(values, small, keep) if smoke else values
+    check_split(values)
+    return values
 
 
 def resolve(assignment: str, files=(), overrides: dict | None = None, smoke: bool = False) -> dict:
-    """The parameters of `labs run`: parameter files in order, then single overrides (see combine)."""
-    return combine(assignment, [*(load_yaml(f) for f in files), overrides or {}], smoke)
+    """The parameters of `labs run`: parameter files in order, then single overrides, which --smoke keeps as
+    given (see combine)."""
+    overrides = overrides or {}
+    return combine(assignment, [*(load_yaml(f) for f in files), overrides], smoke, keep=overrides.keys())

@@ -1,4 +1,6 @@
-"""Figures (curves, confusion matrix, samples, misclassified images, per-class accuracy) and results.json."""
+"""A notebook's run and what it shows: the Run (its parameters, models, figures, and its results.json), the
+figures (curves, confusion matrix, samples, misclassified images, per-class accuracy), and one-call views of
+them for the notebooks (show_*)."""
 
 import io
 import platform
@@ -7,76 +9,105 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import Image, Markdown, display
 
-from . import __version__, results as results_file
-from .models import count_parameters
+from . import analysis, results as results_file
+from .models import count_parameters, summary
 from .style import legend_outside
+from .train import precision_for
+from .vocab import label
 
 
-# --- a run's results ----------------------------------------------------------------------
+# --- a run's record -----------------------------------------------------------------------
 
-def environment(device) -> dict:
-    """Versions and hardware, as results.json records them."""
-    device = torch.device(device)
-    return {"python": platform.python_version(), "torch": torch.__version__, "device": device.type,
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "labutils": __version__}
+def notebook_parameters(namespace: dict) -> dict:
+    """The notebook's parameters, taken from its namespace right after the parameters cell: JSON-friendly globals.
+
+    output_dir is left out: where a run is written is not a parameter of the experiment.
+    """
+    skip = {"In", "Out", "exit", "quit", "get_ipython", "output_dir"}
+    return {k: v for k, v in namespace.items() if not k.startswith("_") and k not in skip
+            and isinstance(v, (bool, int, float, str, list, dict, type(None)))}
+
+
+def start(assignment: str, namespace: dict, device) -> "Run":
+    """Begin a notebook's run: its parameters (the globals set by the parameters cell) and where it writes
+    (output_dir); shows them as a table."""
+    params = notebook_parameters(namespace)
+    run = Run(assignment, params, device, namespace.get("output_dir", ""))
+    shown = dict(params)
+    if "precision" in shown:
+        shown["precision"] = f"{params['precision']} ({precision_for(torch.device(device), params['precision'])} here)"
+    display(Markdown(f"Running on **{torch.device(device)}** with these parameters:\n\n" + parameter_table(shown)))
+    return run
 
 
 class Run:
-    """One notebook run: collects each model's results and figures, then writes results.json.
-
-    With an empty output_dir nothing is written: the notebook only shows its results.
-    """
+    """One notebook run: each model's results (and, in memory, its fit, test evaluation and layers), the figures,
+    then results.json. With an empty output_dir nothing is written: the notebook only shows its results."""
 
     def __init__(self, assignment: str, params: dict, device, output_dir: str = ""):
-        self.assignment, self.params, self.device = assignment, params, device
+        self.assignment, self.params, self.device = assignment, params, torch.device(device)
         self.output_dir = Path(output_dir) if output_dir else None
         self.started = time.perf_counter()
-        self.models, self.errors = {}, []
+        self.models, self.fits, self.evaluations, self.layers, self.ensembles = {}, {}, {}, {}, {}
 
-    def add(self, name: str, model, fit, test, n_classes: int) -> dict:
-        """Record a trained model: its parameter count, test evaluation and training history."""
-        return self.add_ensemble(name, [model], [fit], test, n_classes, fit.history)
-
-    def add_ensemble(self, name: str, members: list, fits: list, test, n_classes: int, history=()) -> dict:
-        """Record models whose predictions were averaged: their parameters summed, the test evaluation of the
-        average, their mean training speed (and no history of its own)."""
-        self.models[name] = {
-            "parameters": sum(count_parameters(m) for m in members),
-            "test_accuracy": test.accuracy, "test_loss": test.loss,
-            **({"test_accuracy_single_view": test.single_view_accuracy}
-               if test.single_view_accuracy is not None else {}),
-            "per_class_accuracy": test.per_class_accuracy(n_classes),
-            "confusion_matrix": test.confusion_matrix(n_classes),
-            "train_samples_per_second": sum(f.train_samples_per_second for f in fits) / len(fits),
-            "history": list(history),
-        }
-        self.errors += [f.error for f in fits if f.status != "ok" and f.error not in self.errors]
+    def add(self, name: str, model, fit, test) -> dict:
+        """Record a trained model: parameters, work per image, test evaluation, training history and speed."""
+        shape = summary(model, test.input_shape)
+        self.fits[name], self.evaluations[name], self.layers[name] = fit, test, shape["layers"]
+        self.models[name] = self._entry(shape["parameters"], test, fit.train_samples_per_second, fit.history)
+        self.models[name]["macs_per_image"] = shape["macs"]
+        print(f"{name}: test accuracy {test.accuracy:.2%}, test loss {test.loss:.4f}, "
+              f"{fit.train_samples_per_second:,.0f} training images per second")
         return self.models[name]
 
-    def save(self, fig, name: str) -> None:
-        """Show a figure, and save it as <output_dir>/<name>.png when there is an output dir.
+    def add_ensemble(self, name: str, members: dict, test, history=()) -> dict:
+        """Record models whose predictions were averaged; members: {label: (model, fit, test)}. Their parameters
+        are summed, their training speed averaged; `history` is the ensemble's own (see train.ensemble_history)."""
+        fits = [fit for _, fit, _ in members.values()]
+        self.ensembles[name] = {member: t.accuracy for member, (_, _, t) in members.items()}
+        self.evaluations[name] = test
+        self.models[name] = self._entry(sum(count_parameters(m) for m, _, _ in members.values()), test,
+                                        sum(f.train_samples_per_second for f in fits) / len(fits), history)
+        for member, fit in zip(members, fits):
+            self.fits.setdefault(member, fit)
+        return self.models[name]
 
-        The figure is drawn once, to PNG, for both; then it is closed.
-        """
-        from IPython.display import Image, display
+    @staticmethod
+    def _entry(parameters: int, test, speed: float, history) -> dict:
+        return {"parameters": parameters, "test_accuracy": test.accuracy, "test_loss": test.loss,
+                **({"test_accuracy_single_view": test.single_view_accuracy}
+                   if test.single_view_accuracy is not None else {}),
+                "per_class_accuracy": test.per_class_accuracy(), "confusion_matrix": test.confusion_matrix(),
+                "train_samples_per_second": speed, "history": list(history)}
+
+    def best(self) -> str | None:
+        """The model with the best validation accuracy where training ended (the test set chooses nothing)."""
+        scored = {name: m["history"][-1]["val_accuracy"] for name, m in self.models.items()
+                  if m["history"] and m["history"][-1].get("val_accuracy") is not None}
+        return max(scored, key=scored.get) if scored else None
+
+    def save(self, fig, name: str) -> None:
+        """Show a figure, and save it as <output_dir>/<name>.png when there is an output dir (whole or not at
+        all). The figure is drawn once, to PNG, for both; then it is closed."""
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
         plt.close(fig)
         if self.output_dir:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / f"{name}.png").write_bytes(buffer.getvalue())
+            results_file.write_atomic(self.output_dir / f"{name}.png", buffer.getvalue())
         display(Image(buffer.getvalue()))
 
     def results(self) -> dict:
-        status = "diverged" if self.errors else "ok"
-        results = {"assignment": self.assignment, "status": status, "params": self.params,
-                   "env": environment(self.device), "wall_seconds": time.perf_counter() - self.started,
-                   "finished": results_file.now(), "models": self.models}
-        if self.errors:
-            results["error"] = " ".join(self.errors)
-        return results
+        errors = list(dict.fromkeys(f.error for f in self.fits.values() if f.status != "ok"))
+        fits = list(self.fits.values())
+        env = {"device": self.device.type,
+               "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+               "precision": fits[0].precision if fits else None,
+               "layout": {name: fit.layout for name, fit in self.fits.items()}}
+        return results_file.build(self.assignment, self.params, status="diverged" if errors else "ok",
+                                  error=" ".join(errors) or None, models=self.models, env=env,
+                                  wall_seconds=time.perf_counter() - self.started)
 
     def finish(self) -> dict:
         """Write results.json (when there is an output dir) and say how the run ended."""
@@ -89,7 +120,6 @@ class Run:
 
 def parameter_table(params: dict, columns: int = 3) -> str:
     """The run's parameters as one compact markdown table: `columns` name-value pairs per row."""
-    from .summary import label
     def shown(value):
         if value == "":
             return "(empty)"
@@ -103,14 +133,75 @@ def parameter_table(params: dict, columns: int = 3) -> str:
                      + [f"| {row} |" for row in rows])
 
 
-def notebook_parameters(namespace: dict) -> dict:
-    """The notebook's parameters, taken from its namespace right after the parameters cell: JSON-friendly globals.
+# --- one call each, for the notebooks -----------------------------------------------------
 
-    output_dir is left out: where a run is written is not a parameter of the experiment.
-    """
-    skip = {"In", "Out", "exit", "quit", "get_ipython", "output_dir"}
-    return {k: v for k, v in namespace.items() if not k.startswith("_") and k not in skip
-            and isinstance(v, (bool, int, float, str, list, dict, type(None)))}
+def show_samples(run: Run, data) -> None:
+    run.save(plot_samples(data), "samples")
+
+
+def show_augmentation(run: Run, data, augmentation) -> None:
+    """Training images beside random augmentations of them, as the model sees them."""
+    if augmentation is None:
+        print("no augmentation: the model sees the training images as they are")
+    else:
+        run.save(plot_augmented(data, augmentation), "augmentation")
+
+
+def show_curves(run: Run, name: str = "curves") -> None:
+    """The training curves of every model that has them (ensembles' own curves aside)."""
+    run.save(plot_history({n: m["history"] for n, m in run.models.items() if n not in run.ensembles}), name)
+
+
+def show_models(run: Run) -> None:
+    """Side by side: parameters, work per image, seconds per epoch, speed, memory layout, test accuracy."""
+    display(Markdown(model_table(run)))
+
+
+def show_confusions(run: Run, classes, only: str | None = None) -> None:
+    """Each model's confusion matrix on the test set (or `only` that model's), then the most frequent mistakes."""
+    shown = {only: run.models[only]} if only else run.models
+    for name, m in shown.items():
+        file = f"confusion_matrix_{name}".replace(" ", "_") if len(shown) > 1 else "confusion_matrix"
+        run.save(plot_confusion(m["confusion_matrix"], classes, f"{name}: confusion matrix (test set)"), file)
+    display(Markdown(analysis.mistakes_table(shown, classes)))
+
+
+def show_per_class(run: Run, classes) -> None:
+    run.save(plot_per_class({n: m["per_class_accuracy"] for n, m in run.models.items()}, classes),
+             "per_class_accuracy")
+
+
+def show_misclassified(run: Run, data, name: str | None = None) -> None:
+    """Misclassified test images of `name`, by default the model best on validation."""
+    name = name or run.best() or next(iter(run.models))
+    print(f"misclassified test images of {name}" + (" (best on validation)" if name == run.best() else ""))
+    run.save(plot_misclassified(data, run.evaluations[name]), "misclassified")
+
+
+def show_comparison(run: Run) -> None:
+    """The fully connected net against LeNet-5 in this run's numbers (lab 02)."""
+    display(Markdown(analysis.fcn_against_cnn(run.models, run.layers, run.device.type)))
+
+
+def show_divergence(run: Run) -> None:
+    """Each model's training: ok, or why it diverged."""
+    display(Markdown(analysis.divergence(run.fits)))
+
+
+def show_ensemble(run: Run, name: str = "ensemble") -> None:
+    """The members' test accuracies beside their ensemble's."""
+    display(Markdown(analysis.ensemble_gain(run.ensembles[name], run.models[name]["test_accuracy"], name)))
+
+
+def show_ensemble_curves(run: Run, name: str = "ensemble") -> None:
+    """Test loss and accuracy over the iterations, members and ensemble; then the members' training curves."""
+    run.save(plot_ensemble({n: m["history"] for n, m in run.models.items()}, name), "ensemble_curves")
+    show_curves(run)
+
+
+def show_extremes(run: Run) -> None:
+    """The report's table: each network's lowest test loss and highest test accuracy over training."""
+    display(Markdown(analysis.extremes({n: m["history"] for n, m in run.models.items()})))
 
 
 # --- figures ------------------------------------------------------------------------------
@@ -163,10 +254,11 @@ def plot_ensemble(histories: dict, ensemble: str = "ensemble"):
     return fig
 
 
-def plot_schedule(stages: list, update_every: int):
-    """The staged schedule over the iterations: learning rate (log scale), batch size and L2 coefficient."""
-    from .train import stage_values
-    total, values = stage_values(stages, update_every)
+def plot_schedule(recipe):
+    """A staged recipe over the iterations: learning rate (log scale), batch size and L2 coefficient."""
+    stages = recipe.stages
+    plan = recipe.laid_out(0)
+    total, values = plan.total, plan.values
     xs = list(range(total))
     lrs, sizes, l2s = zip(*(values(i) for i in xs))
     fig, axes = plt.subplots(1, 3, figsize=(12, 2.8))
@@ -216,7 +308,7 @@ def _tile(rows: list, gap: int = 2) -> torch.Tensor:
 def plot_samples(data, per_class: int = 8):
     """A grid of training images, one row per class, drawn as a single picture (fast even for large grids)."""
     labels = data.train.y.cpu()
-    rows = [[data.images(data.train.x[i]) for i in (labels == k).nonzero().flatten()[:per_class].tolist()]
+    rows = [[data.unnormalize(data.train.x[i]) for i in (labels == k).nonzero().flatten()[:per_class].tolist()]
             or [torch.ones(data.train.x.shape[1:])] for k in range(len(data.classes))]
     h = data.train.x.shape[2]
     fig, ax = plt.subplots(figsize=(per_class * 0.75 + 1, len(rows) * 0.75))
@@ -234,10 +326,10 @@ def plot_samples(data, per_class: int = 8):
 def plot_augmented(data, augment, n: int = 6, copies: int = 5):
     """Training images (first column) and `copies` random augmentations of each, as the model sees them."""
     x = data.train.x[:n]
-    columns = [data.images(x)] + [data.images(augment(x)) for _ in range(copies)]
+    columns = [data.unnormalize(x)] + [data.unnormalize(augment(x)) for _ in range(copies)]
     fig, ax = plt.subplots(figsize=((copies + 1) * 0.9 + 0.5, n * 0.9 + 0.5))
     _show_image(ax, _tile([[column[i] for column in columns] for i in range(len(x))]),
-                "original, then random crops and flips")
+                f"original, then {augment}")
     fig.tight_layout()
     return fig
 
@@ -246,7 +338,7 @@ def plot_misclassified(data, evaluation, n: int = 24, cols: int = 8):
     """The first `n` misclassified test images, each captioned "true → predicted (confidence)"."""
     wrong = (evaluation.predictions != evaluation.labels).nonzero().flatten()
     shown = wrong[:n].tolist()
-    rows = [[data.images(data.test.x[i]) for i in shown[r:r + cols]] for r in range(0, len(shown), cols)]
+    rows = [[data.unnormalize(data.test.x[i]) for i in shown[r:r + cols]] for r in range(0, len(shown), cols)]
     fig, ax = plt.subplots(figsize=(cols * 1.35, max(1, len(rows)) * 1.55 + 0.4))
     title = f"{len(wrong)} of {len(evaluation.labels):,} test images misclassified"
     if not shown:
@@ -265,16 +357,21 @@ def plot_misclassified(data, evaluation, n: int = 24, cols: int = 8):
     return fig
 
 
-def model_table(models: dict, macs: dict) -> str:
-    """Markdown: per trained model (results.json entries) its parameters, MACs per image, seconds per epoch,
-    training images per second and test accuracy."""
-    lines = ["| model | parameters | MACs per image | seconds per epoch | training images/s | test accuracy |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for name, m in models.items():
+def model_table(run: Run) -> str:
+    """Markdown: per trained model its parameters, MACs per image, seconds per epoch, training images per second,
+    memory layout and test accuracy."""
+    lines = ["| model | parameters | MACs per image | seconds per epoch | training images/s | memory layout | "
+             "test accuracy |", "|---|---:|---:|---:|---:|---|---:|"]
+    for name, m in run.models.items():
+        if name in run.ensembles:
+            continue
         seconds = [h["seconds"] for h in m["history"]]
-        lines.append(f"| {name} | {m['parameters']:,} | {macs[name]:,} | {sum(seconds) / len(seconds):.1f} | "
-                     f"{m['train_samples_per_second']:,.0f} | {m['test_accuracy']:.2%} |")
-    return "\n".join(lines)
+        layout = run.fits[name].layout.replace("_", "-")
+        lines.append(f"| {name} | {m['parameters']:,} | {m['macs_per_image']:,} | "
+                     f"{sum(seconds) / max(len(seconds), 1):.1f} | {m['train_samples_per_second']:,.0f} | {layout} | "
+                     f"{m['test_accuracy']:.2%} |")
+    fits = list(run.fits.values())
+    return "\n".join(lines) + (f"\n\nForward passes in **{fits[0].precision}** on {run.device.type}." if fits else "")
 
 
 def plot_per_class(accuracies: dict, classes):

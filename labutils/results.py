@@ -1,13 +1,15 @@
-"""The files a run writes: results.json (written atomically, read back safely, the shape of a failed run's),
-and the check that a folder can be written at all.
+"""results.json, the record of one run: the one function that builds it (ok, failed or diverged), writing it
+whole or not at all, reading it back (an unusable file is no result, named in one warning), and the check that
+a folder can be written.
 
-No torch here: the runner and sweep summaries read and write these files without importing it.
+No torch here: the runner, the sweeps and the index read and write these files without importing it.
 """
 
 import json
 import math
 import os
 import platform
+import sys
 import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -15,6 +17,36 @@ from pathlib import Path
 
 from . import LabsError, __version__
 
+STATUSES = ("ok", "failed", "diverged")
+ENV_KEYS = ("python", "torch", "device", "gpu", "precision", "layout", "labutils")
+
+
+def build(assignment: str, params: dict, *, status: str = "ok", error: str | None = None, models: dict | None = None,
+          env: dict | None = None, wall_seconds: float = 0.0, setting: str | None = None) -> dict:
+    """The record of a run, the same shape whatever its status: see README, "What a run writes".
+
+    env: what the notebook knows of where it ran (device, gpu, precision, layout); unknown ones are None.
+    setting: the run's setting in its sweep (None for a single run); with params["seed"], the run's identity.
+    """
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = None
+    known = {"python": platform.python_version(), "torch": torch_version, "labutils": __version__}
+    return {"assignment": assignment, "status": status, "error": error, "setting": setting,
+            "seed": params.get("seed"), "params": params,
+            "env": {key: {**known, **(env or {})}.get(key) for key in ENV_KEYS},
+            "wall_seconds": wall_seconds, "finished": now(), "models": models or {}}
+
+
+def now() -> str:
+    """The local date and time, as results.json records when a run finished: 2026-11-23T14:05:09."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+# --- writing: whole or not at all -----------------------------------------------------------
 
 def writable_folder(folder: Path, what: str = "folder") -> Path:
     """Make `folder` (and its parents) and check that a file can be written in it, before any work starts.
@@ -33,14 +65,17 @@ def writable_folder(folder: Path, what: str = "folder") -> Path:
     return folder
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename, so no reader ever sees half a file."""
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Write `content` to `path` through a temporary file and a rename: a reader (or a full disk) never leaves
+    half a file; on failure nothing is left and the OSError names `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except OSError as e:   # a full disk, a folder in the way: name the file meant, not the temporary one
@@ -65,29 +100,49 @@ def write(path: Path, results: dict) -> None:
     write_atomic(path, json.dumps(json_safe(results), indent=2) + "\n")
 
 
-def read(folder: Path) -> dict | None:
-    """A run folder's results.json, or None when it is missing or unreadable."""
-    try:
-        return json.loads((Path(folder) / "results.json").read_text())
-    except (OSError, ValueError):
+# --- reading: an unusable file is no result -------------------------------------------------
+
+def problem(results) -> str | None:
+    """What makes a parsed results.json unusable, or None when it has the shape `build` gives."""
+    if not isinstance(results, dict):
+        return f"it holds a {type(results).__name__}, not a run's record"
+    if results.get("status") not in STATUSES:
+        return f"its status is {results.get('status')!r}, not one of {', '.join(STATUSES)}"
+    for key, kind in (("params", dict), ("models", dict), ("assignment", str)):
+        if not isinstance(results.get(key), kind):
+            return f"its {key!r} is not a {kind.__name__}"
+    if not isinstance(results.get("wall_seconds", 0), (int, float)):
+        return "its 'wall_seconds' is not a number"
+    for name, model in results["models"].items():
+        if not isinstance(model, dict):
+            return f"its model {name!r} is not a mapping"
+        for key in ("test_accuracy", "test_loss"):
+            value = model.get(key)
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+                return f"the {key} of {name!r} is not a number"
+        if not isinstance(model.get("history", []), list) or not all(
+                isinstance(row, dict) for row in model.get("history", [])):
+            return f"the history of {name!r} is not a list of rows"
+    return None
+
+
+def read(folder: Path, warn: bool = True) -> dict | None:
+    """A run folder's results.json; None when it is missing, or unusable (then, with `warn`, one line on stderr
+    names the file and why, and the run counts as not done)."""
+    path = Path(folder) / "results.json"
+    if not path.exists():
         return None
-
-
-def failed(assignment: str, params: dict, error: str, seconds: float) -> dict:
-    """results.json of a run that did not finish: status "failed", the error, and no models."""
     try:
-        torch_version = version("torch")
-    except PackageNotFoundError:
-        torch_version = None
-    env = {"python": platform.python_version(), "torch": torch_version, "device": params.get("device"),
-           "gpu": None, "labutils": __version__}
-    return {"assignment": assignment, "status": "failed", "error": error, "params": params, "env": env,
-            "wall_seconds": seconds, "finished": now(), "models": {}}
-
-
-def now() -> str:
-    """The local date and time, as results.json records when a run finished: 2026-11-23T14:05:09."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S")
+        results = json.loads(path.read_text())
+        why = problem(results)
+    except (OSError, ValueError) as e:
+        why = f"it cannot be read ({type(e).__name__})"
+    if why is None:
+        return results
+    if warn:
+        print(f"labs: warning: {path} is not a usable results.json ({why}); it counts as no result "
+              f"(a sweep runs it again).", file=sys.stderr, flush=True)
+    return None
 
 
 def describe(results: dict) -> str:

@@ -1,33 +1,46 @@
-"""Run one assignment notebook with papermill into a run folder: params.yaml, report.ipynb, report.html, results.json.
+"""Run one assignment notebook with papermill into a run folder: params.yaml, report.ipynb, report.html,
+results.json and the figures; one run at a time per folder (a lock).
 
-A notebook that fails keeps its partial report, and the run's results.json says "failed" with the cell and error.
+Every file is whole or absent. A notebook that fails keeps its partial report, and the run's results.json says
+"failed" with the cell and the error; so does a run whose report could not be written.
 """
 
+import json
+import os
+import socket
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import yaml
 from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpec
 
-from . import results as results_file
-from .params import notebook, validate
+from . import LabsError, results as results_file
+from .params import notebook
 
 
 class CurrentPythonKernel(AsyncKernelManager):
-    """A kernel on this very Python, so a notebook sees the packages `labs` sees, whatever `python3` kernelspec exists.
-
-    It talks over local sockets (ipc) where the system has them, rather than unencrypted TCP.
-    """
+    """A kernel on this very Python, so a notebook sees the packages `labs` sees, whatever `python3` kernelspec
+    exists. It talks over local sockets (ipc) where the system has them, rather than unencrypted TCP; its
+    connection file lies in the run folder (`folder`, set per run), never in the system's temporary folder.
+    LABS_BATCH tells the notebook's progress bars that no one watches them live (see labutils.progress)."""
 
     transport = "tcp" if sys.platform == "win32" else "ipc"
+    folder = "."
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self.transport == "ipc":
+            self.ip = "kernel-ipc"   # short socket names in the kernel's folder (a socket path has ~100 bytes)
+        self.connection_file = str(Path(self.folder) / f"kernel-{uuid.uuid4().hex[:12]}.json")
 
     @property
     def kernel_spec(self):
         return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
                                 "--log-level=CRITICAL"],   # the notebook's own output still shows in full
-                          display_name="Python 3 (labs)", language="python")
+                          display_name="Python 3 (labs)", language="python", env={"LABS_BATCH": "1"})
 
 
 def new_folder(base: Path, name: str) -> Path:
@@ -38,6 +51,57 @@ def new_folder(base: Path, name: str) -> Path:
         folder = base / f"{name}-{n}"
     return folder
 
+
+# --- one run at a time per folder ---------------------------------------------------------------
+
+LOCK = ".labs.lock"
+
+
+def lock(folder: Path, command: str) -> Path:
+    """Claim `folder` for this process (`command` is "labs run" or "labs sweep"): a lock file naming it. A folder
+    claimed by a live process is refused with one line; the lock of a process that is gone is taken over."""
+    import psutil
+    path = Path(folder) / LOCK
+    me = psutil.Process()
+    claim = {"pid": me.pid, "started": me.create_time(), "host": socket.gethostname(), "command": command}
+    tmp = path.with_name(f"{LOCK}.{me.pid}")
+    tmp.write_text(json.dumps(claim))
+    try:
+        while True:
+            try:
+                os.link(tmp, path)   # atomic: fails when the lock exists, and never leaves half a file
+                return path
+            except FileExistsError:
+                holder = _holder(path)
+                if holder:
+                    since = time.strftime("%H:%M:%S", time.localtime(holder["started"]))
+                    raise LabsError(f"{folder} is in use by another `{holder.get('command', 'labs')}` (process "
+                                    f"{holder['pid']} on {holder['host']}, running since {since}); wait for it "
+                                    f"to end, or give this one another --output.") from None
+                path.unlink(missing_ok=True)   # stale
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _holder(path: Path) -> dict | None:
+    """Who holds a lock, if that process still lives (on another machine it is taken to live)."""
+    import psutil
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(holder, dict):
+        return None
+    if holder.get("host") != socket.gethostname():
+        return holder
+    try:
+        alive = abs(psutil.Process(holder["pid"]).create_time() - holder["started"]) < 1
+    except (psutil.Error, KeyError, TypeError):
+        alive = False
+    return holder if alive else None
+
+
+# --- the notebook, its report -------------------------------------------------------------------
 
 def _cell_error(e) -> str:
     """One line naming the failed cell and the error, from papermill's exception."""
@@ -69,60 +133,91 @@ def execute(source: Path, target: Path, parameters: dict, stream: bool = False) 
     """Run notebook `source` with `parameters` into `target`, then render target.html beside it.
 
     The kernel runs on this Python, in target's folder. The notebook is written to a temporary file and renamed
-    when done, so `target` is never half written; a failed notebook is kept too, for reading.
-    Returns None, or one line naming the cell that failed and its error.
-    stream: show the notebook's output (progress bars, epoch lines) live on this terminal.
+    when it is whole, so `target` is never half written; a failed notebook is kept too, for reading.
+    Returns None, or one line naming the cell that failed, or the report that could not be written.
+    stream: show the notebook's output (epoch lines) live on this terminal.
     """
+    import nbformat
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     target = Path(target)
     partial = target.with_name(f".{target.stem}.partial.ipynb")
+    kernel = type("RunKernel", (CurrentPythonKernel,), {"folder": str(target.parent.resolve())})
     error = None
     try:
         papermill.execute_notebook(
-            str(source), str(partial), parameters=parameters, kernel_name="python3",
-            kernel_manager_class=CurrentPythonKernel, coalesce_streams=True, shutdown_kernel="immediate",
-            cwd=str(target.parent),
-            progress_bar=False, stdout_file=sys.stdout if stream else None, stderr_file=sys.stderr if stream else None)
+            str(source), str(partial), parameters=parameters, kernel_name="python3", kernel_manager_class=kernel,
+            coalesce_streams=True, shutdown_kernel="immediate", cwd=str(target.parent), progress_bar=False,
+            stdout_file=sys.stdout if stream else None, stderr_file=sys.stderr if stream else None)
     except PapermillExecutionError as e:
         error = _cell_error(e)
-    except Exception as e:  # the kernel died, could not start, ...
-        error = f"the notebook could not run: {type(e).__name__}: {e}"
+    except OSError as e:   # papermill could not write the notebook: a full disk, ...
+        error = f"the report could not be written ({e.strerror or e})"
+    except Exception as e:  # the kernel died, could not start, the notebook could not be saved ...
+        error = f"the notebook could not run: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     finally:
-        if partial.exists():
+        try:
+            nbformat.read(partial, as_version=4)
             partial.replace(target)
+        except (OSError, ValueError):   # missing, or cut short by a full disk: not a report
+            partial.unlink(missing_ok=True)
+    if target.exists():
+        try:
             export_html(target)
+        except OSError as e:
+            error = error or f"report.html could not be written ({e.strerror or e})"
     return error
 
 
-LEFTOVERS = (".report.partial.ipynb", "kernel-ipc-*")   # what a killed run leaves in its folder
+# Files of one run: a new run in the same folder first removes those of the last one, so a report never mixes
+# two runs; and what a killed run left (kernel files, a partial report).
+RUN_FILES = ("report.ipynb", "report.html", "results.json", "params.yaml", "*.png")
+LEFTOVERS = (".report.partial.ipynb", "kernel-ipc-*", "kernel-*.json", ".*.tmp")
 
 
-def run(assignment: str, params: dict, folder: Path, stream: bool = True) -> dict:
-    """Execute the assignment's notebook with `params` (already resolved) into `folder`; return its results."""
-    validate(assignment, params)
+def run(assignment: str, params: dict, folder: Path, stream: bool = True, setting: str | None = None) -> dict:
+    """Execute the assignment's notebook with `params` (already resolved and validated) into `folder`; returns
+    its results. `setting`: the run's name in its sweep, recorded in results.json."""
     folder = results_file.writable_folder(folder, "run folder")
-    for leftover in (path for pattern in LEFTOVERS for path in folder.glob(pattern)):
-        leftover.unlink(missing_ok=True)
-    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (folder / "results.json").unlink(missing_ok=True)
+    held = lock(folder, "labs run")
     start, error = time.perf_counter(), None
     try:
-        error = execute(notebook(assignment), folder / "report.ipynb",
-                        {**params, "output_dir": str(folder.resolve())}, stream)
-    except KeyboardInterrupt:
-        error = "interrupted (Ctrl-C) before the notebook finished"
-        raise
+        for path in (p for pattern in RUN_FILES + LEFTOVERS for p in folder.glob(pattern)):
+            path.unlink(missing_ok=True)
+        results_file.write_atomic(folder / "params.yaml", yaml.safe_dump(params, sort_keys=False))
+        try:
+            error = execute(notebook(assignment), folder / "report.ipynb",
+                            {**params, "output_dir": str(folder.resolve())}, stream)
+        except KeyboardInterrupt:
+            error = "interrupted before the notebook finished"
+            raise
+        finally:
+            results = _final(assignment, params, folder, error, time.perf_counter() - start, setting)
     finally:
-        if error:
-            results_file.write(folder / "results.json",
-                               results_file.failed(assignment, params, error, time.perf_counter() - start))
-    results = results_file.read(folder)
-    if results is None:
-        results = results_file.failed(assignment, params, "the notebook finished without writing results.json",
-                                      time.perf_counter() - start)
+        for path in folder.glob("kernel-*.json"):
+            path.unlink(missing_ok=True)
+        held.unlink(missing_ok=True)
+    return results
+
+
+def _final(assignment: str, params: dict, folder: Path, error: str | None, seconds: float,
+           setting: str | None) -> dict:
+    """The run's results.json, from the notebook's own record (when it wrote one and nothing failed after):
+    with the run's setting, or "failed" with the error. Written whole; if even that fails, none is left."""
+    record = results_file.read(folder, warn=False)
+    if record is None and not error:
+        error = "the notebook finished without writing results.json"
+    if error:
+        results = results_file.build(assignment, params, status="failed", error=error, wall_seconds=seconds,
+                                     setting=setting, env=(record or {}).get("env"))
+    else:
+        results = {**record, "setting": setting}
+    try:
         results_file.write(folder / "results.json", results)
+    except OSError:
+        (folder / "results.json").unlink(missing_ok=True)   # never leave the notebook's "ok" behind a failure
+        raise
     return results
 
 

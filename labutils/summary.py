@@ -5,24 +5,36 @@ comparison report (summary.ipynb and summary.html, from notebooks/sweep_summary.
 import csv
 import io
 import json
-import re
 from pathlib import Path
 
 from . import LabsError, results as results_file
+from .vocab import label
 
 SUMMARY_NOTEBOOK = "sweep_summary.ipynb"
 COLUMNS = ["run", "model", "status", "test_accuracy", "test_loss", "best_val_accuracy", "epochs", "wall_seconds",
            "error"]
 
 
-def collect(sweep_dir) -> dict:
-    """Run name -> results.json, for every run folder of the sweep (sorted by name)."""
+def collect(sweep_dir, warn: bool = True) -> dict:
+    """Run name -> results.json, for every run folder of the sweep (sorted by name); an unusable results.json is
+    left out, named in one warning line."""
     found = {}
     for path in sorted(Path(sweep_dir).glob("*/results.json")):
-        results = results_file.read(path.parent)
+        results = results_file.read(path.parent, warn)
         if results is not None:
             found[path.parent.name] = results
     return found
+
+
+def check_one_sweep(sweep_dir: Path, runs: dict) -> None:
+    """Refuse a folder that is not one sweep: no sweep.yaml beside the runs, or runs of several assignments."""
+    if not (Path(sweep_dir) / "sweep.yaml").is_file():
+        raise LabsError(f"{sweep_dir} is not a sweep's folder (it has no sweep.yaml); give a folder that "
+                        f"`labs sweep` wrote, such as outputs/sweeps/<name>.")
+    assignments = sorted({r["assignment"] for r in runs.values()})
+    if len(assignments) > 1:
+        raise LabsError(f"{sweep_dir} holds runs of {', '.join(assignments)}: a summary compares the runs of one "
+                        f"sweep; give that sweep's own folder.")
 
 
 def varied(runs: dict) -> list:
@@ -34,26 +46,16 @@ def varied(runs: dict) -> list:
     return [n for n in names if len(values[n]) > 1]
 
 
-def label(value) -> str:
-    """A parameter value as a short label: [256, 256] -> 256x256, 1e-05 -> 1e-05."""
-    if isinstance(value, list):
-        return "x".join(map(label, value))
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
 def rows(runs: dict) -> list:
     """One row per run and model: the varied parameters, then test accuracy and loss, best validation accuracy,
     epochs, wall seconds, status and error. A run without models (it failed) gets one row."""
     names = varied(runs)
     table = []
     for run, results in runs.items():
-        base = {"run": run, **{n: results.get("params", {}).get(n) for n in names},
+        base = {"run": run, "setting": results.get("setting") or run, "seed": results.get("seed"),
+                **{n: results.get("params", {}).get(n) for n in names},
                 "status": results.get("status"), "wall_seconds": results.get("wall_seconds"),
-                "error": results.get("error", "")}
+                "error": results.get("error") or ""}
         for model, m in (results.get("models") or {None: {}}).items():
             history = m.get("history") or []
             val = [h["val_accuracy"] for h in history if h.get("val_accuracy") is not None]
@@ -66,15 +68,11 @@ def rows(runs: dict) -> list:
 def heading(name: str, runs: dict, names: list) -> str:
     """The summary's title (the sweep's name) and one line on what it holds."""
     assignments = ", ".join(sorted({str(r.get("assignment")) for r in runs.values()}))
-    synthetic = runs and all(r.get("params", {}).get("synthetic") for r in runs.values())
-    return (f"# Sweep {name}\n\n{len(runs)} runs of {assignments} on "
-            f"{'synthetic data (a smoke run)' if synthetic else 'the real dataset'}; "
+    synthetic = sum(bool(r.get("params", {}).get("synthetic")) for r in runs.values())
+    data = ("synthetic data (a smoke run)" if synthetic == len(runs) else "the real dataset" if not synthetic else
+            f"the real dataset ({synthetic} of them on synthetic data)")
+    return (f"# Sweep {name}\n\n{len(runs)} runs of {assignments} on {data}; "
             f"varied: {', '.join(names) or 'nothing'}.\n")
-
-
-def setting_name(run: str) -> str:
-    """A run's setting: its name without the `_seed-N` that a sweep's `seeds` adds."""
-    return re.sub(r"_seed-\d+$", "", run)
 
 
 def settings(table: list) -> list:
@@ -83,7 +81,7 @@ def settings(table: list) -> list:
     is its run's row."""
     groups = {}
     for row in table:
-        groups.setdefault((setting_name(row["run"]), row["model"]), []).append(row)
+        groups.setdefault((row["setting"], row["model"]), []).append(row)
     merged = []
     for (name, _), rows in groups.items():
         done = [r for r in rows if r["test_accuracy"] is not None]
@@ -93,6 +91,7 @@ def settings(table: list) -> list:
             return sum(values) / len(values) if values else None
         statuses = {r["status"] for r in rows}
         merged.append({**rows[0], "run": name, "runs": [r["run"] for r in rows], "seeds": len(rows),
+                       "seeds_list": [r.get("seed") for r in rows],
                        "status": statuses.pop() if len(statuses) == 1 else "mixed",
                        "test_accuracy": mean("test_accuracy"), "test_loss": mean("test_loss"),
                        "best_val_accuracy": mean("best_val_accuracy"), "wall_seconds": mean("wall_seconds", rows),
@@ -108,13 +107,20 @@ def best_first(table: list) -> list:
                                         -(r["test_accuracy"] or 0)))
 
 
+def best_run(table: list) -> dict | None:
+    """The best run of a sweep, the one place it is chosen: the row (run and model) with the best validation
+    accuracy; None when no run has one."""
+    ranked = [r for r in best_first(table) if r["best_val_accuracy"] is not None]
+    return ranked[0] if ranked else None
+
+
 def _fmt(column: str, value) -> str:
     if value is None:
         return ""
     if column in ("test_accuracy", "best_val_accuracy"):
         return f"{100 * value:.2f} %"
     if column == "test_loss":
-        return f"{value:.4f}"
+        return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.3g}"   # a diverged run's loss can be huge
     if column == "wall_seconds":
         return f"{value:.0f}"
     return label(value)
@@ -134,7 +140,7 @@ def _linked(row: dict) -> str:
     """The run's name linked to its report; a setting of several seeds links each seed's report."""
     if row.get("seeds", 1) == 1:
         return f"[{row['run']}]({row['runs'][0] if 'runs' in row else row['run']}/report.html)"
-    seeds = " ".join(f"[{run.rsplit('-', 1)[1]}]({run}/report.html)" for run in row["runs"])
+    seeds = " ".join(f"[{seed}]({run}/report.html)" for run, seed in zip(row["runs"], row["seeds_list"]))
     return f"{row['run']} (seeds {seeds})"
 
 
@@ -210,10 +216,59 @@ def write(sweep_dir, render: bool = True, reference: dict | None = None, name: s
         if error:
             raise LabsError(f"The summary report of {sweep_dir} failed ({error}); "
                             f"read {sweep_dir / 'summary.ipynb'} for the traceback.")
-    ranked = [r for r in best_first(table) if r["best_val_accuracy"] is not None]
+    best = best_run(table)
     return {"runs": len(runs), "ok": sum(r.get("status") == "ok" for r in runs.values()),
             "failed": sum(r.get("status") != "ok" for r in runs.values()),
-            "best": ranked[0]["run"] if ranked else None}
+            "best": best["run"] if best else None}
+
+
+# --- the comparison report's views (notebooks/sweep_summary.ipynb), one call each ---------------
+
+def _show(markdown: str) -> None:
+    from IPython.display import Markdown, display
+    display(Markdown(markdown))
+
+
+def show_heading(name: str, runs: dict) -> None:
+    _show(heading(name, runs, varied(runs)))
+
+
+def show_table(runs: dict, reference: dict, notes: dict) -> None:
+    """Every setting, best validation accuracy first, and where ours differs from the report."""
+    table = rows(runs)
+    _show(to_markdown(table, varied(runs), reference))
+    gaps = differences(table, reference, notes)
+    if gaps:
+        _show("**Where ours differs from the report by more than 2 points:**\n\n" + "\n\n".join(gaps))
+
+
+def show_metric(runs: dict, metric: str, reference: dict) -> None:
+    """`metric` against each varied parameter (the seed aside)."""
+    names = varied(runs)
+    for parameter in (v for v in names if v != "seed"):
+        plot_metric(rows(runs), parameter, names, metric, reference)
+
+
+def show_best(runs: dict) -> None:
+    """The best run (by validation) and its parameters."""
+    best = best_run(rows(runs))
+    if best is None:
+        print("no run finished")
+        return
+    _show(f"**[{best['run']}]({best['run']}/report.html)** ({best['model']}): best validation accuracy "
+          f"{best['best_val_accuracy']:.2%}, test accuracy {best['test_accuracy']:.2%}.\n\n"
+          "| parameter | value |\n|---|---|\n"
+          + "\n".join(f"| {k} | {label(v)} |" for k, v in runs[best["run"]]["params"].items()))
+
+
+def show_failed(runs: dict) -> None:
+    failed = {run: r for run, r in runs.items() if r["status"] != "ok"}
+    if not failed:
+        print("none: every run finished ok")
+        return
+    _show("| run | status | error |\n|---|---|---|\n" + "\n".join(
+        f"| [{run}]({run}/report.html) | {r['status']} | {(r.get('error') or '').replace('|', '/')} |"
+        for run, r in failed.items()))
 
 
 # --- figures of the comparison report (matplotlib is imported only when drawing) ----------
@@ -281,16 +336,17 @@ def plot_runs(runs: dict, key: str = "val_accuracy"):
     fig, ax = plt.subplots(figsize=(8, 4))
     scale = 100 if "accuracy" in key else 1
     colors, counts = {}, {}
+    setting_of = {run: results.get("setting") or run for run, results in runs.items()}
     for run in runs:
-        counts[setting_name(run)] = counts.get(setting_name(run), 0) + 1
+        counts[setting_of[run]] = counts.get(setting_of[run], 0) + 1
     for run, results in runs.items():
         for model, m in (results.get("models") or {}).items():
             history = [h for h in m.get("history") or [] if h.get(key) is not None]
             if history:
-                setting = setting_name(run) if len(results["models"]) == 1 else f"{setting_name(run)} {model}"
+                setting = setting_of[run] if len(results["models"]) == 1 else f"{setting_of[run]} {model}"
                 first = setting not in colors
                 colors.setdefault(setting, (f"C{len(colors) % 8}", "-" if len(colors) < 8 else "--"))
-                n = counts[setting_name(run)]
+                n = counts[setting_of[run]]
                 label = (setting + (f" ({n} seeds)" if n > 1 else "")) if first else None
                 ax.plot([h["epoch"] for h in history], [scale * h[key] for h in history], marker=".", label=label,
                         color=colors[setting][0], linestyle=colors[setting][1])

@@ -11,7 +11,8 @@ A sweep file names an assignment and the runs to make:
     runs:                            # and/or named presets (crossed with the grid when both are given)
       - {name: he, init: he}
     seeds: [0, 1, 2]                 # optional: every run once per seed (named <run>_seed-N; --smoke: the first)
-    reference: {he: 97.6}            # optional: the seed report's number per run, shown beside ours
+    reference: {he: 97.6}            # optional: the seed report's number per run, shown beside ours (the
+                                     # course's sweeps take theirs from labutils/reports/<assignment>.yaml)
     notes: {he: "..."}               # optional: why a run may differ from the report, shown in the summary
 
 Each run's parameters are (params.combine): notebook defaults, (smoke.yaml with --smoke), base, params, the
@@ -23,7 +24,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 import threading
 import time
@@ -32,20 +32,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from tqdm import tqdm
 
 from . import LabsError, results as results_file, runner, summary
-from .params import ROOT, _did_you_mean, combine, declared, load_yaml, notebook
+from .params import ROOT, combine, declared, load_yaml, notebook
+from .progress import Bar
+from .reported import reported
+from .vocab import did_you_mean, label
 
 KEYS = ("assignment", "name", "base", "params", "grid", "runs", "seeds", "reference", "notes")
 
 
 @dataclass
 class Sweep:
-    """A validated sweep file: every run's full parameters by run name."""
+    """A validated sweep file: every run's full parameters, and its setting (the run's name less its seed), by
+    run name."""
     name: str
     assignment: str
     runs: dict
+    settings: dict
     reference: dict   # run name (without its seed) -> the seed report's test accuracy in %
     notes: dict       # run name (without its seed) -> why it may differ from the report
     source: dict      # the sweep file as written (and its name), kept beside the runs as sweep.yaml
@@ -61,7 +65,7 @@ def _find(path: str, sweep_file: Path) -> Path:
 
 def run_name(preset: str | None, point: dict) -> str:
     """A readable, stable name: the preset's name and the grid values, e.g. `he_lr-0.001`."""
-    parts = ([preset] if preset else []) + [f"{k}-{summary.label(v)}" for k, v in point.items()]
+    parts = ([preset] if preset else []) + [f"{k}-{label(v)}" for k, v in point.items()]
     return re.sub(r"[^A-Za-z0-9._+-]", "_", "_".join(parts))
 
 
@@ -75,7 +79,7 @@ def load(path, smoke: bool = False) -> Sweep:
 
     for key in spec:
         if key not in KEYS:
-            fail(f"unknown key {key!r}{_did_you_mean(key, KEYS)}; a sweep file has {', '.join(KEYS)}.")
+            fail(f"unknown key {key!r}{did_you_mean(key, KEYS)}; a sweep file has {', '.join(KEYS)}.")
     if "assignment" not in spec:
         fail("it names no assignment; add a line `assignment: <name>` (see `labs list`).")
     assignment = str(spec["assignment"])
@@ -110,7 +114,7 @@ def load(path, smoke: bool = False) -> Sweep:
         fail("it sets `seeds` and a seed elsewhere; give the seeds in one place.")
 
     grid = grid or {}
-    runs, settings = {}, []
+    runs, settings, made = {}, [], {}
     for preset in presets or [{}]:
         for values in itertools.product(*grid.values()):
             point = dict(zip(grid, values))
@@ -126,33 +130,44 @@ def load(path, smoke: bool = False) -> Sweep:
                     runs[name] = combine(assignment, layers, smoke, params)
                 except LabsError as e:
                     fail(f"run {name!r}: {e}")
-    for key in ("reference", "notes"):
-        for name, value in (spec.get(key) or {}).items():
-            if name not in settings:
-                fail(f"`{key}` names run {name!r}, which the sweep does not make{_did_you_mean(str(name), settings)}.")
-            if key == "reference" and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-                fail(f"`reference` of run {name!r} must be a test accuracy in %, not {value!r}.")
-            if key == "notes" and not isinstance(value, str):
-                fail(f"the note on run {name!r} must be a sentence, not {value!r}.")
+                made[name] = setting
     name = str(spec.get("name") or path.stem)
-    return Sweep(name, assignment, runs, spec.get("reference") or {}, spec.get("notes") or {}, {**spec, "name": name})
+    reference = spec.get("reference") or reported(assignment).get("sweeps", {}).get(name, {})
+    for key, given in (("reference", reference), ("notes", spec.get("notes") or {})):
+        for name_, value in given.items():
+            if name_ not in settings:
+                fail(f"`{key}` names run {name_!r}, which the sweep does not make"
+                     f"{did_you_mean(str(name_), settings)}.")
+            if key == "reference" and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+                fail(f"`reference` of run {name_!r} must be a test accuracy in %, not {value!r}.")
+            if key == "notes" and not isinstance(value, str):
+                fail(f"the note on run {name_!r} must be a sentence, not {value!r}.")
+    source = {**spec, "name": name, "reference": reference,
+              "made": {run: {"setting": made[run], "seed": runs[run].get("seed")} for run in runs}}
+    return Sweep(name, assignment, runs, made, reference, spec.get("notes") or {}, source)
 
 
 def is_done(folder: Path, params: dict) -> bool:
-    """True when the run folder holds an ok results.json made with these very parameters."""
+    """True when the run folder holds a usable results.json made with these very parameters that ended ok or
+    diverged (divergence is a result); a failed run is made again."""
     results = results_file.read(folder)
-    return bool(results) and results.get("status") == "ok" and \
-        results.get("params") == json.loads(json.dumps(results_file.json_safe(params)))
+    return bool(results) and results["status"] in ("ok", "diverged") and \
+        results["params"] == json.loads(json.dumps(results_file.json_safe(params)))
 
 
-def run_one(assignment: str, params: dict, folder: str) -> dict:
+def run_one(assignment: str, params: dict, folder: str, setting: str) -> dict:
     """One run, in a worker process (local or Dask); always returns its results, failed ones included."""
     start = time.perf_counter()
     try:
-        return runner.run(assignment, params, Path(folder), stream=False)
+        return runner.run(assignment, params, Path(folder), stream=False, setting=setting)
     except Exception as e:   # never lose a run's outcome: record it
-        results = results_file.failed(assignment, params, f"{type(e).__name__}: {e}", time.perf_counter() - start)
-        results_file.write(Path(folder) / "results.json", results)
+        error = str(e) if isinstance(e, LabsError) else f"{type(e).__name__}: {e}"
+        results = results_file.build(assignment, params, status="failed", error=error, setting=setting,
+                                     wall_seconds=time.perf_counter() - start)
+        try:
+            results_file.write(Path(folder) / "results.json", results)
+        except OSError:
+            pass   # the outcome still reaches the sweep, which lists it
         return results
 
 
@@ -178,9 +193,9 @@ def _end_with_parent(parent: int, every: float = 0.5) -> None:
 
 def _lost(task: tuple, error: Exception) -> dict:
     """The results of a run whose worker died: written here, so the summary lists it."""
-    assignment, params, folder = task
-    results = results_file.failed(assignment, params, f"the worker running it was lost ({type(error).__name__}: "
-                                  f"{error})", 0.0)
+    assignment, params, folder, setting = task
+    results = results_file.build(assignment, params, status="failed", setting=setting,
+                                 error=f"the worker running it was lost ({type(error).__name__}: {error})")
     results_file.write(Path(folder) / "results.json", results)
     return results
 
@@ -206,24 +221,34 @@ class _LocalWorkers:
         if stop and hasattr(self.pool, "terminate_workers"):   # Python 3.14+
             self.pool.terminate_workers()
         elif stop:
-            for process in list(self.pool._processes.values()):
+            for process in list((self.pool._processes or {}).values()):
                 process.terminate()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown(wait=True, cancel_futures=True)   # joined: no process or semaphore left behind
 
 
 class _DaskWorkers:
     """The workers of a running Dask cluster; run folders must be on a filesystem that they share."""
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, wait: float = 30.0):
         try:
             from distributed import Client
         except ImportError:
             raise LabsError("--scheduler needs Dask: install it with `pip install -e \".[dask]\"`.") from None
+        start = f"start one with `dask scheduler` and workers with `dask worker {address} --nthreads 1`"
         try:
             self.client = Client(address, timeout="5s")
-        except Exception as e:
-            raise LabsError(f"Could not reach a Dask scheduler at {address} ({type(e).__name__}); start one with "
-                            f"`dask scheduler` and workers with `dask worker {address} --nthreads 1`.") from None
+        except (ValueError, TypeError):
+            raise LabsError(f"{address!r} is not a Dask scheduler address (like tcp://10.0.0.5:8786); "
+                            f"give the address `dask scheduler` printed.") from None
+        except Exception:
+            raise LabsError(f"Could not reach a Dask scheduler at {address} within 5 s; check the address, or "
+                            f"{start}.") from None
+        try:
+            self.client.wait_for_workers(1, timeout=wait)
+        except Exception:
+            self.client.close()
+            raise LabsError(f"The Dask scheduler at {address} has no workers (waited {wait:g} s); start one with "
+                            f"`dask worker {address} --nthreads 1`, then run the sweep again.") from None
         self.tag, self.futures = uuid.uuid4().hex[:8], {}
 
     def map(self, fn, tasks: dict):
@@ -240,66 +265,23 @@ class _DaskWorkers:
         self.client.close()
 
 
-LOCK = ".labs-sweep.lock"
-
-
-def lock(folder: Path) -> Path:
-    """Claim a sweep folder for this process: a lock file naming it. A folder claimed by a live `labs sweep` is
-    refused with one line; the lock of a process that is gone (killed) is stale and taken over."""
-    import psutil
-    path = Path(folder) / LOCK
-    me = psutil.Process()
-    claim = {"pid": me.pid, "started": me.create_time(), "host": socket.gethostname()}
-    tmp = path.with_name(f"{LOCK}.{me.pid}")
-    tmp.write_text(json.dumps(claim))
-    try:
-        while True:
-            try:
-                os.link(tmp, path)   # atomic: fails when the lock exists, and never leaves half a file
-                return path
-            except FileExistsError:
-                holder = _holder(path)
-                if holder:
-                    since = time.strftime("%H:%M:%S", time.localtime(holder["started"]))
-                    raise LabsError(f"{folder} is in use by another `labs sweep` (process {holder['pid']} on "
-                                    f"{holder['host']}, running since {since}); wait for it to end, or give this "
-                                    f"sweep another --output.") from None
-                path.unlink(missing_ok=True)   # stale
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _holder(path: Path) -> dict | None:
-    """Who holds a lock, if that process still lives (on another machine it is taken to live)."""
-    import psutil
-    try:
-        holder = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if holder.get("host") != socket.gethostname():
-        return holder
-    try:
-        alive = abs(psutil.Process(holder["pid"]).create_time() - holder["started"]) < 1
-    except (psutil.Error, KeyError, TypeError):
-        alive = False
-    return holder if alive else None
-
-
-def run(sweeps: list, workers: int = 1, scheduler: str | None = None, force: bool = False) -> list:
+def run(sweeps: list, workers: int = 1, scheduler: str | None = None, force: bool = False,
+        wait: float = 30.0) -> list:
     """Run every run of `sweeps`, a list of (Sweep, folder), into folder/<run>/ on one set of workers, skipping
-    the runs already done unless `force`; then render each sweep's summaries there too. Returns their outcomes."""
+    the runs already done unless `force`; then render each sweep's summaries there too. Returns their outcomes.
+    wait: how long a Dask scheduler may take to show a worker."""
     sweeps = [(plan, results_file.writable_folder(Path(out).resolve(), "sweep folder")) for plan, out in sweeps]
     locks = []
     try:
         for _, out in sweeps:
-            locks.append(lock(out))
-        return _run(sweeps, workers, scheduler, force)
+            locks.append(runner.lock(out, "labs sweep"))
+        return _run(sweeps, workers, scheduler, force, wait)
     finally:
         for path in locks:
             path.unlink(missing_ok=True)
 
 
-def _run(sweeps: list, workers: int, scheduler: str | None, force: bool) -> list:
+def _run(sweeps: list, workers: int, scheduler: str | None, force: bool, wait: float) -> list:
     tasks = {}
     for plan, out in sweeps:
         results_file.write_atomic(out / "sweep.yaml", yaml.safe_dump(plan.source, sort_keys=False))
@@ -307,22 +289,20 @@ def _run(sweeps: list, workers: int, scheduler: str | None, force: bool) -> list
         if len(todo) < len(plan.runs):
             print(f"{plan.name}: {len(plan.runs) - len(todo)} of {len(plan.runs)} runs already done: skipped "
                   f"(--force runs them again)", flush=True)
-        tasks.update({f"{plan.name}/{n}": (plan.assignment, plan.runs[n], str(out / n)) for n in todo})
+        tasks.update({f"{plan.name}/{n}": (plan.assignment, plan.runs[n], str(out / n), plan.settings[n])
+                      for n in todo})
     several = len(sweeps) > 1
-    counts = {"ok": 0, "failed or diverged": 0}
-    workers = _DaskWorkers(scheduler) if scheduler else _LocalWorkers(workers)
+    workers = _DaskWorkers(scheduler, wait) if scheduler else _LocalWorkers(workers)
     try:
-        with tqdm(total=len(tasks), desc="runs", unit="run", file=sys.stdout, dynamic_ncols=True) as bar:
-            for key, future in workers.map(run_one, tasks):
-                try:
-                    results = future.result()
-                except Exception as e:   # the worker died
-                    results = _lost(tasks[key], e)
-                counts["ok" if results["status"] == "ok" else "failed or diverged"] += 1
-                bar.update(1)
-                bar.set_postfix({**counts, "left": len(tasks) - sum(counts.values())})
-                name = key if several else key.split("/", 1)[1]
-                bar.write(f"{name}: {results_file.describe(results)}", file=sys.stdout)
+        bar = Bar(len(tasks), "runs", unit="run")
+        for key, future in workers.map(run_one, tasks):
+            try:
+                results = future.result()
+            except Exception as e:   # the worker died
+                results = _lost(tasks[key], e)
+            bar.update(1)
+            bar.write(f"{key if several else key.split('/', 1)[1]}: {results_file.describe(results)}")
+        bar.close()
         print(f"rendering {len(sweeps)} summar{'ies' if several else 'y'}", flush=True)
         renders = {plan.name: (out, True, plan.reference, plan.name, plan.notes) for plan, out in sweeps}
         outcomes = {name: future.result() for name, future in workers.map(summary.write, renders)}

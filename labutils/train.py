@@ -1,51 +1,115 @@
-"""Training and evaluation: device choice, seeding, optimizers, schedules, losses, the fit loop, divergence."""
+"""Training and evaluation: the device, seeding, the recipe (optimizer, schedule, loss, augmentation, precision),
+one fit loop, evaluation, ensembles, divergence."""
 
 import functools
 import math
 import random
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from . import LabsError
-from .data import Data, Shuffled, Split, batches
-from .params import OPTIMIZERS, SCHEDULES, check_stages
+from .data import Augmentation, Data, Shuffled, Split, batches
+from .progress import Bar
+from .vocab import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, check_choice, check_stages, plural
 
 LOSS_FUNCTIONS = {"cross_entropy": nn.functional.cross_entropy, "multi_margin": nn.functional.multi_margin_loss}
-FIT_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "schedule", "lr_decay",
-               "lr_step", "warmup", "loss", "label_smoothing", "stages", "update_every", "eval_every")
 
 
-def options(params: dict) -> dict:
-    """The training settings among a notebook's parameters, as keyword arguments of fit()."""
-    return {name: params[name] for name in FIT_OPTIONS if name in params}
+# --- where and how precisely ----------------------------------------------------------------
 
+def pick_device(name: str = "auto", gpu_advice: str = "") -> torch.device:
+    """"auto" picks cuda if available, then Apple's mps, then cpu; a named device must exist.
 
-def pick_device(name: str = "auto") -> torch.device:
-    """"auto" picks cuda if available, then Apple's mps, then cpu; a named device must exist."""
+    gpu_advice: for a notebook meant for a GPU, what to lower on a CPU; on a CPU it prints one line saying so.
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not available.get(name.split(":")[0], False):
         raise LabsError(f"device {name!r} is not available on this machine; use device='auto' or 'cpu'.")
+    if gpu_advice and name == "cpu":
+        print(f"This notebook is meant for a GPU but runs on the CPU, where its defaults take long: on Colab choose "
+              f"Runtime > Change runtime type > GPU; on a CPU, {gpu_advice}.", flush=True)
     return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and GPUs), so a run repeats on the same machine."""
+    """Seed Python, NumPy and torch (CPU and GPUs). On a CPU a seed repeats a run bit for bit; on CUDA, cuDNN's
+    autotuning (on for speed, see prepare) may pick other algorithms from run to run, so results agree to
+    rounding, not bit for bit."""
     random.seed(seed)
     numpy.random.seed(seed)
     torch.manual_seed(seed)
 
 
+def cpu_flags() -> set:
+    """The CPU's feature flags (Linux; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+
+
+def native_bf16(device_type: str, capability: tuple = (0, 0), flags: frozenset = frozenset()) -> bool:
+    """Whether a device computes bf16 matrix products natively: CUDA GPUs from Ampere on (capability 8.0), CPUs with
+    AMX's bf16 tiles (Intel Xeon from Sapphire Rapids on). AVX512-BF16 alone (AMD Zen 4) is not counted:
+    benchmarks/speed.py measured it slower than fp32 there."""
+    if device_type == "cuda":
+        return capability[0] >= 8
+    return device_type == "cpu" and "amx_bf16" in flags
+
+
+def precision_for(device: torch.device, precision: str = "auto") -> str:
+    """"bf16" or "fp32": `precision` itself, or for "auto" bf16 where the device computes it natively (decided from
+    the hardware, never timed, so the same seed gives the same numbers on the same machine)."""
+    check_choice("precision", precision, PRECISIONS)
+    if precision != "auto":
+        if precision == "bf16" and device.type == "mps":
+            raise LabsError("precision bf16 is not available on Apple's mps; use precision 'fp32' or 'auto'.")
+        return precision
+    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else (0, 0)
+    return "bf16" if native_bf16(device.type, capability, frozenset(cpu_flags())) else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast of the forward pass when `precision` is bf16; weights, optimizer and losses stay fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def channels_last(model: nn.Module, device: torch.device) -> bool:
+    """Whether `model` runs faster in the channels-last memory layout on `device`: conv nets on CUDA; on a CPU,
+    conv nets unless batch norm has few channels there (benchmarks/results/speed-cpu.md: the modified LeNet-5,
+    with 6- and 16-channel batch norm, is slower so on the AMD and the Intel CPUs measured)."""
+    layers = list(model.modules())
+    if device.type == "cuda":
+        return any(isinstance(m, nn.Conv2d) for m in layers)
+    return device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in layers) and \
+        not any(isinstance(m, nn.BatchNorm2d) and m.num_features < 32 for m in layers)
+
+
+def prepare(model: nn.Module, device: torch.device) -> str:
+    """Put `model` in the faster memory layout for `device` (see channels_last) and turn cuDNN's autotuning on on
+    CUDA; returns the layout, "channels_last" or "contiguous"."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if channels_last(model, device):
+        model.to(memory_format=torch.channels_last)
+        return "channels_last"
+    return "contiguous"
+
+
+# --- the recipe -----------------------------------------------------------------------------
+
 def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9):
     """One of OPTIMIZERS. weight_decay: the L2 penalty coefficient, added to the gradient as wd * w, except for
     adamw, which decays the weights directly (decoupled: w -= lr * wd * w)."""
+    check_choice("optimizer", name, OPTIMIZERS)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "adamw":
@@ -54,9 +118,7 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0, mome
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "adadelta":
-        return torch.optim.Adadelta(params, lr=lr, weight_decay=weight_decay)
-    raise LabsError(f"Unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}.")
+    return torch.optim.Adadelta(params, lr=lr, weight_decay=weight_decay)
 
 
 def lr_factor(schedule: str, decay: float, step: int, steps_per_epoch: int, total_steps: int = 0,
@@ -68,17 +130,16 @@ def lr_factor(schedule: str, decay: float, step: int, steps_per_epoch: int, tota
     With warmup_steps, the factor first rises linearly from 0 to 1 over those steps, and the schedule starts
     after them (for cosine: a one-cycle schedule).
     """
+    check_choice("schedule", schedule, SCHEDULES)
     if schedule == "none":
         curve = lambda i: 1.0
     elif schedule == "exponential":
         curve = lambda i: decay ** (i / steps_per_epoch)
     elif schedule == "step":
         curve = lambda i: decay ** (i // step)
-    elif schedule == "cosine":
+    else:
         rest = max(total_steps - warmup_steps, 1)
         curve = lambda i: 0.5 * (1 + math.cos(math.pi * min(i, rest) / rest))
-    else:
-        raise LabsError(f"Unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}.")
     if not warmup_steps:
         return curve
     return lambda i: (i + 1) / warmup_steps if i < warmup_steps else curve(i - warmup_steps)
@@ -90,9 +151,8 @@ def stage_values(stages: list, update_every: int = 50):
 
     Each stage runs `iterations` steps; each of its lr, batch_size and l2 is one value, or a [start, end] pair
     moved linearly from start (the stage's first iteration) to end (its last update), updated every
-    `update_every` iterations.
+    `update_every` iterations. The stages are checked once, by the Recipe that holds them.
     """
-    check_stages(stages)
     starts = [sum(s["iterations"] for s in stages[:k]) for k in range(len(stages))]
 
     def values(i: int) -> tuple:
@@ -108,114 +168,95 @@ def stage_values(stages: list, update_every: int = 50):
     return sum(s["iterations"] for s in stages), values
 
 
+@dataclass
+class Schedule:
+    """A recipe laid out over iterations: `total` of them, evaluated every `every`; values(i) -> (lr, batch size,
+    l2). An epoch schedule is one stage whose evaluations fall at the ends of epochs."""
+    total: int
+    every: int
+    values: object
+    staged: bool
+
+
+@dataclass
+class Recipe:
+    """How a model is trained: optimizer, learning rate and its schedule, epochs (or stages), batch size, loss,
+    augmentation and numeric precision. Shown in a notebook, it reads as a sentence (analysis.describe_recipe).
+
+    schedule and warmup: see lr_factor. stages: train in stages instead of epochs (see stage_values), evaluating
+    every `eval_every` iterations; lr, batch_size, epochs and schedule are then the stages'. A stage's l2 adds
+    l2 * l2_penalty(model) / batch size to the mean cross-entropy (the report's loss_p + l2 * loss_w, loss_p summed
+    over the batch; Adam is blind to the scale of the loss).
+    label_smoothing: of the training loss (cross-entropy only); validation and test losses are plain.
+    precision: auto, fp32 or bf16 (see precision_for).
+    """
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "none"
+    warmup: float = 0.0
+    lr_decay: float = 0.9
+    lr_step: int = 1000
+    epochs: int = 1
+    batch_size: int = 100
+    stages: list | None = None
+    update_every: int = 50
+    eval_every: int = 0
+    loss: str = "cross_entropy"
+    label_smoothing: float = 0.0
+    augment: Augmentation | None = None
+    precision: str = "auto"
+
+    def __post_init__(self):
+        for what, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
+                                     ("loss", self.loss, LOSSES), ("precision", self.precision, PRECISIONS)):
+            check_choice(what, value, choices)
+        if self.stages:
+            check_stages(self.stages)
+
+    def laid_out(self, n_train: int) -> Schedule:
+        """This recipe over the iterations of a training split of `n_train` images."""
+        if self.stages:
+            total, values = stage_values(self.stages, self.update_every)
+            return Schedule(total, self.eval_every or 100, values, staged=True)
+        every = math.ceil(n_train / self.batch_size)
+        total = every * self.epochs
+        factor = lr_factor(self.schedule, self.lr_decay, self.lr_step, every, total, round(self.warmup * total))
+        return Schedule(total, every, lambda i: (self.lr * factor(i), self.batch_size, 0.0), staged=False)
+
+    def criterion(self):
+        smoothing = {"label_smoothing": self.label_smoothing} if self.label_smoothing else {}
+        return functools.partial(LOSS_FUNCTIONS[self.loss], **smoothing)
+
+    def _repr_markdown_(self) -> str:
+        from .analysis import describe_recipe
+        return describe_recipe(self)
+
+    def settings(self) -> dict:
+        """The recipe as plain values (the augmentation in words), e.g. for a table."""
+        return {**asdict(self), "augment": str(self.augment or "no augmentation")}
+
+
+# --- the loop -------------------------------------------------------------------------------
+
 def l2_penalty(model: nn.Module) -> torch.Tensor:
     """The MNIST ensemble report's loss_w: over the weight layers (conv and linear weights, no biases), the sum of
     each layer's mean squared weight."""
     return sum(p.pow(2).mean() for p in model.parameters() if p.dim() > 1)
 
 
-@functools.cache
-def _bf16(device: torch.device) -> bool:
-    """Whether the device computes in bf16 natively (CUDA GPUs from Ampere on); asked once per device."""
-    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
-
-
-def _autocast(device: torch.device):
-    """bf16 autocast where the GPU computes in bf16 natively; full precision elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=_bf16(device))
-
-
-def channels_last(model: nn.Module, device: torch.device) -> bool:
-    """Whether `model` runs faster in the channels-last memory layout on `device`: conv nets on CUDA; on a CPU,
-    conv nets unless batch norm has few channels there (benchmarks/layout.py on 2 CPU cores: LeNet-5 1.12x, the
-    ensemble's CNN 1.29x, model2 1.16x and model3 1.13x as fast; LeNet-5 modified, 6- and 16-channel batch
-    norm, 0.78x)."""
-    layers = list(model.modules())
-    if device.type == "cuda":
-        return any(isinstance(m, nn.Conv2d) for m in layers)
-    return device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in layers) and \
-        not any(isinstance(m, nn.BatchNorm2d) and m.num_features < 32 for m in layers)
-
-
-def _for_device(model: nn.Module, device: torch.device) -> nn.Module:
-    """The faster memory layout for the device (see channels_last; on CUDA the images are stored so by data.load),
-    and cuDNN autotuning on CUDA."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    if channels_last(model, device):
-        model.to(memory_format=torch.channels_last)
-    return model
-
-
-@dataclass
-class Evaluation:
-    """A model's loss, accuracy and predictions on one split (tensors on the CPU)."""
-    loss: float
-    accuracy: float
-    labels: torch.Tensor
-    predictions: torch.Tensor
-    probabilities: torch.Tensor
-    single_view_accuracy: float | None = None   # with test-time augmentation: the accuracy without it
-
-    def confusion_matrix(self, n_classes: int) -> torch.Tensor:
-        """Counts: row = true class, column = predicted class."""
-        return torch.bincount(self.labels * n_classes + self.predictions, minlength=n_classes ** 2).view(n_classes, n_classes)
-
-    def per_class_accuracy(self, n_classes: int) -> list:
-        cm = self.confusion_matrix(n_classes)
-        return (cm.diag() / cm.sum(1).clamp(min=1)).tolist()
-
-
-@torch.inference_mode()
-def evaluate(model: nn.Module, split: Split, batch_size: int = 0, loss: str = "cross_entropy",
-             tta: bool = False) -> Evaluation:
-    """Loss and accuracy of `model` on `split`, always in eval mode (dropout off, batch norm frozen).
-
-    tta (test-time augmentation): classify each image and its mirror image, and average the two outputs.
-    batch_size 0: large batches on a GPU (1024), cache-sized ones on a CPU (128, measured fastest for conv nets).
-    """
-    was_training = model.training
-    device = split.x.device
-    batch_size = batch_size or (128 if device.type == "cpu" else 1024)
-    _for_device(model, device).eval()
-    total = torch.zeros((), device=device)
-    single_view = torch.zeros((), device=device, dtype=torch.long)
-    logits = []
-    for x, y in batches(split, batch_size):
-        with _autocast(device):
-            out = model(x).float()
-            if tta:
-                single_view += (out.argmax(1) == y).sum()
-                out = (out + model(x.flip(3)).float()) / 2
-        total += LOSS_FUNCTIONS[loss](out, y, reduction="sum")
-        logits.append(out)
-    model.train(was_training)
-    logits = torch.cat(logits)
-    predictions = logits.argmax(1)
-    n = max(len(split), 1)
-    return Evaluation(total.item() / n, (predictions == split.y).sum().item() / n, split.y.cpu(),
-                      predictions.cpu(), logits.softmax(1).cpu(), single_view.item() / n if tta else None)
-
-
-def ensemble(evaluations: list) -> Evaluation:
-    """Average the softmax outputs of several models evaluated on the same split; loss: the averaged
-    probabilities' cross-entropy."""
-    probabilities = torch.stack([e.probabilities for e in evaluations]).mean(0)
-    labels = evaluations[0].labels
-    predictions = probabilities.argmax(1)
-    loss = nn.functional.nll_loss(probabilities.clamp_min(1e-12).log(), labels).item()
-    return Evaluation(loss, (predictions == labels).float().mean().item(), labels, predictions, probabilities)
-
-
-def ensemble_history(fits: list) -> list:
-    """The averaged softmax of members trained in the same steps, at each evaluation of their watched split:
-    one row per evaluation, {iteration or epoch, test_loss, test_accuracy} (train.fit(..., watch=split))."""
-    rows = []
-    for k, points in enumerate(zip(*(f.watched for f in fits))):
-        averaged = ensemble(list(points))
-        when = {key: fits[0].history[k][key] for key in ("iteration", "epoch") if key in fits[0].history[k]}
-        rows.append({**when, "test_loss": averaged.loss, "test_accuracy": averaged.accuracy})
-    return rows
+def step(model: nn.Module, optimizer, criterion, x, y, l2: float = 0.0, precision: str = "fp32") -> tuple:
+    """One training step: forward (bf16 autocast when precision is bf16), loss in fp32, backward, update.
+    Returns the batch's mean loss and the model's outputs, detached."""
+    with autocast(x.device, precision):
+        out = model(x)
+    loss = criterion(out.float(), y)
+    objective = loss + l2 * l2_penalty(model) / len(y) if l2 else loss
+    optimizer.zero_grad(set_to_none=True)
+    objective.backward()
+    optimizer.step()
+    return loss.detach(), out.detach()
 
 
 @dataclass
@@ -227,21 +268,15 @@ class Fit:
     error: str | None = None        # why it diverged
     train_samples_per_second: float = 0.0
     watched: list = field(default_factory=list)   # the watched split's evaluation at each history row
+    precision: str = "fp32"         # what the forward passes ran in
+    layout: str = "contiguous"      # the model's memory layout
 
 
-def fit(model: nn.Module, data: Data, *, epochs: int = 1, batch_size: int = 100, optimizer: str = "adam",
-        lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.9, schedule: str = "none",
-        lr_decay: float = 0.9, lr_step: int = 1000, warmup: float = 0.0, loss: str = "cross_entropy",
-        label_smoothing: float = 0.0, stages: list | None = None, update_every: int = 50, eval_every: int = 0,
-        watch: Split | None = None, augment=None, name: str = "model", progress: bool = True) -> Fit:
-    """Train `model` on data.train, validating on data.val after every epoch.
+def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", watch: Split | None = None,
+        progress: bool = True) -> Fit:
+    """Train `model` on data.train by `recipe`, validating on data.val at every evaluation (each epoch's end, or
+    every recipe.eval_every iterations of a staged recipe).
 
-    warmup: the share of the steps over which the learning rate rises from 0 (see lr_factor).
-    label_smoothing: of the training loss (cross-entropy only); validation and test losses are plain.
-    stages: train in stages instead of epochs (see stage_values), evaluating every `eval_every` iterations; lr,
-    batch_size and epochs are then the stages'. Their l2 adds l2 * l2_penalty(model) / batch size to the mean
-    cross-entropy, which is the report's loss_p + l2 * loss_w with loss_p summed over the batch (Adam is blind
-    to the scale of the loss).
     watch: a split evaluated too at every evaluation (for curves only: nothing is chosen by it); its
     evaluations are kept in Fit.watched and its loss and accuracy in the history (test_loss, test_accuracy).
 
@@ -249,94 +284,157 @@ def fit(model: nn.Module, data: Data, *, epochs: int = 1, batch_size: int = 100,
     chance accuracy is also reported as diverged. Losses are summed on the device and read only at evaluations.
     """
     device = data.train.x.device
-    _for_device(model, device)
-    opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay, momentum)
-    if stages:
-        total, values = stage_values(stages, update_every)
-        every = eval_every or 100
-    else:
-        every = math.ceil(len(data.train) / batch_size)   # one evaluation per epoch
-        total = every * epochs
-        factor = lr_factor(schedule, lr_decay, lr_step, every, total, round(warmup * total))
-        values = lambda i: (lr * factor(i), batch_size, 0.0)
-    criterion = functools.partial(LOSS_FUNCTIONS[loss], **({"label_smoothing": label_smoothing}
-                                                           if label_smoothing else {}))
-    result, train_seconds, seen, stream = Fit(), 0.0, 0, Shuffled(data.train)
-    for start in range(0, total, every):
-        stop = min(start + every, total)
+    result = Fit(precision=precision_for(device, recipe.precision), layout=prepare(model, device))
+    opt = make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.weight_decay, recipe.momentum)
+    plan, criterion, stream = recipe.laid_out(len(data.train)), recipe.criterion(), Shuffled(data.train)
+    train_seconds, seen = 0.0, 0
+    for start in range(0, plan.total, plan.every):
+        stop, began = min(start + plan.every, plan.total), time.perf_counter()
+        where = (f"iteration {stop:,}/{plan.total:,}" if plan.staged else
+                 f"epoch {start // plan.every + 1}/{recipe.epochs}")
+        bar = Bar(sum(plan.values(i)[1] for i in range(start, stop)), f"{name} {where}") if progress else None
         model.train()
-        began, images = time.perf_counter(), 0
         total_loss = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        label = f"{name} epoch {start // every + 1}/{epochs}" if not stages else f"{name} {stop:,}/{total:,}"
-        images_due = sum(values(i)[1] for i in range(start, stop)) if stages else len(data.train)
-        bar = tqdm(total=images_due, desc=label, unit="img", unit_scale=True,
-                   leave=False, file=sys.stdout, mininterval=0.5, disable=not progress, ncols=100)
-        first_lr = values(start)[0]
+        images = 0
         for i in range(start, stop):
-            step_lr, size, l2 = values(i)
+            lr, size, l2 = plan.values(i)
             for group in opt.param_groups:
-                group["lr"] = step_lr
+                group["lr"] = lr
             x, y = stream.take(size)
-            if augment:
-                x = augment(x)
-            with _autocast(device):
-                out = model(x)
-                batch_loss = criterion(out.float(), y)
-                objective = batch_loss + l2 * l2_penalty(model) / len(y) if l2 else batch_loss
-            opt.zero_grad(set_to_none=True)
-            objective.backward()
-            opt.step()
-            total_loss += batch_loss.detach() * len(y)
+            loss, out = step(model, opt, criterion, recipe.augment(x) if recipe.augment else x, y, l2,
+                             result.precision)
+            total_loss += loss * len(y)
             correct += (out.argmax(1) == y).sum()
             images += len(y)
-            bar.update(len(y))
-        bar.close()
+            if bar:
+                bar.update(len(y))
         train_loss, train_accuracy = total_loss.item() / images, correct.item() / images   # the one sync
         train_seconds += time.perf_counter() - began
         seen += images
-        val = evaluate(model, data.val, loss=loss) if len(data.val) else None
-        row = {"epoch": start // every + 1 if not stages else seen / len(data.train),
-               "train_loss": train_loss, "train_accuracy": train_accuracy,
-               "val_loss": val.loss if val else None, "val_accuracy": val.accuracy if val else None,
-               "lr": first_lr, "seconds": time.perf_counter() - began}
-        if stages:
-            row = {"iteration": stop, **row, "batch_size": values(stop - 1)[1], "l2": values(stop - 1)[2]}
+        val = evaluate(model, data.val, recipe.loss, precision=result.precision) if len(data.val) else None
+        row = {"iteration": stop} if plan.staged else {}
+        row.update(epoch=seen / len(data.train) if plan.staged else start // plan.every + 1,
+                   train_loss=train_loss, train_accuracy=train_accuracy,
+                   val_loss=val.loss if val else None, val_accuracy=val.accuracy if val else None,
+                   lr=plan.values(start)[0], seconds=time.perf_counter() - began)
+        if plan.staged:
+            row.update(batch_size=plan.values(stop - 1)[1], l2=plan.values(stop - 1)[2])
         if watch is not None:
-            result.watched.append(evaluate(model, watch, loss=loss))
+            result.watched.append(evaluate(model, watch, recipe.loss, precision=result.precision))
             row.update(test_loss=result.watched[-1].loss, test_accuracy=result.watched[-1].accuracy)
         result.history.append(row)
-        if progress:
-            print(_progress_line(name, epochs, total, row, images / (time.perf_counter() - began)), flush=True)
+        if bar:
+            bar.close(progress_line(f"{name} {where}", row, images / (time.perf_counter() - began)))
         if not math.isfinite(train_loss):
             result.status = "diverged"
-            when = f"in epoch {row['epoch']}" if not stages else f"by iteration {stop:,}"
             result.error = (f"{name}: the training loss became {'NaN' if math.isnan(train_loss) else 'infinite'} "
-                            f"{when}; training stopped. Try a smaller learning rate (lr={first_lr if stages else lr:g}).")
+                            f"{'by' if plan.staged else 'in'} {where.split('/')[0]}; training stopped. "
+                            f"Try a smaller learning rate (lr={row['lr'] if plan.staged else recipe.lr:g}).")
             break
     result.train_samples_per_second = seen / max(train_seconds, 1e-9)
-    last = result.history[-1]
-    final_accuracy = last["val_accuracy"] if last["val_accuracy"] is not None else last["train_accuracy"]
-    chance = 1 / len(data.classes)
-    if result.status == "ok" and final_accuracy <= 1.5 * chance:
-        result.status = "diverged"
-        done = f"{last['epoch']} epochs" if not stages else f"{last['iteration']:,} iterations"
-        result.error = (f"{name}: accuracy {final_accuracy:.1%} after {done} is at chance level "
-                        f"({chance:.0%}); the model learned nothing. Check the learning rate and optimizer.")
+    _check_learned(result, name, len(data.classes))
     if result.error and progress:
         print(f"DIVERGED: {result.error}", flush=True)
     return result
 
 
-def _progress_line(name: str, epochs: int, total: int, row: dict, per_second: float) -> str:
+def _check_learned(result: Fit, name: str, n_classes: int) -> None:
+    """A run that ends at chance accuracy learned nothing: it is marked diverged."""
+    last = result.history[-1]
+    final = last["val_accuracy"] if last["val_accuracy"] is not None else last["train_accuracy"]
+    chance = 1 / n_classes
+    if result.status == "ok" and final <= 1.5 * chance:
+        done = plural(last["iteration"], "iteration") if "iteration" in last else plural(last["epoch"], "epoch")
+        result.status = "diverged"
+        result.error = (f"{name}: accuracy {final:.1%} after {done} is at chance level ({chance:.0%}); the model "
+                        f"learned nothing. Check the learning rate and optimizer.")
+
+
+def progress_line(where: str, row: dict, per_second: float) -> str:
     """One line per evaluation, kept in the report: where training is, its losses and accuracies, its speed."""
-    if "iteration" in row:
-        line = f"{name} iteration {row['iteration']:>{len(f'{total:,}')},}/{total:,}  train loss {row['train_loss']:.4f}"
-    else:
-        line = f"{name} epoch {row['epoch']:>{len(str(epochs))}}/{epochs}  train loss {row['train_loss']:.4f}"
-    line += f" acc {row['train_accuracy']:.2%}"
+    line = f"{where}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.2%}"
     if row["val_loss"] is not None:
         line += f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.2%}"
     if "test_loss" in row:
         line += f" | test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.2%}"
     return line + f" | lr {row['lr']:.2e} | {row['seconds']:.1f} s, {per_second:,.0f} img/s"
+
+
+# --- evaluation and ensembles ---------------------------------------------------------------
+
+@dataclass
+class Evaluation:
+    """A model's loss, accuracy and predictions on one split (tensors on the CPU)."""
+    loss: float
+    accuracy: float
+    labels: torch.Tensor
+    predictions: torch.Tensor
+    probabilities: torch.Tensor
+    single_view_accuracy: float | None = None   # with test-time augmentation: the accuracy without it
+    input_shape: tuple = ()                     # of one image, (channels, height, width)
+
+    def confusion_matrix(self, n_classes: int = 0) -> torch.Tensor:
+        """Counts: row = true class, column = predicted class."""
+        n = n_classes or self.probabilities.shape[1]
+        return torch.bincount(self.labels * n + self.predictions, minlength=n ** 2).view(n, n)
+
+    def per_class_accuracy(self, n_classes: int = 0) -> list:
+        cm = self.confusion_matrix(n_classes)
+        return (cm.diag() / cm.sum(1).clamp(min=1)).tolist()
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, split: Split, loss: str = "cross_entropy", tta: bool = False,
+             precision: str = "auto", batch_size: int = 0) -> Evaluation:
+    """Loss and accuracy of `model` on `split`, always in eval mode (dropout off, batch norm frozen).
+
+    tta (test-time augmentation): classify each image and its mirror image, and average the two outputs.
+    batch_size 0: large batches on a GPU (1024), cache-sized ones on a CPU (128, measured fastest for conv nets).
+    """
+    was_training = model.training
+    device = split.x.device
+    batch_size = batch_size or (128 if device.type == "cpu" else 1024)
+    precision = precision_for(device, precision)
+    prepare(model, device)
+    model.eval()
+    total = torch.zeros((), device=device)
+    single_view = torch.zeros((), device=device, dtype=torch.long)
+    logits = []
+    for x, y in batches(split, batch_size):
+        with autocast(device, precision):
+            out = model(x).float()
+            if tta:
+                single_view += (out.argmax(1) == y).sum()
+                out = (out + model(x.flip(3)).float()) / 2
+        total += LOSS_FUNCTIONS[loss](out, y, reduction="sum")
+        logits.append(out)
+    model.train(was_training)
+    logits = torch.cat(logits)
+    predictions = logits.argmax(1)
+    n = max(len(split), 1)
+    return Evaluation(total.item() / n, (predictions == split.y).sum().item() / n, split.y.cpu(),
+                      predictions.cpu(), logits.softmax(1).cpu(), single_view.item() / n if tta else None,
+                      tuple(split.x.shape[1:]))
+
+
+def ensemble(evaluations: list) -> Evaluation:
+    """Average the softmax outputs of several models evaluated on the same split; loss: the averaged
+    probabilities' cross-entropy."""
+    probabilities = torch.stack([e.probabilities for e in evaluations]).mean(0)
+    labels = evaluations[0].labels
+    predictions = probabilities.argmax(1)
+    loss = nn.functional.nll_loss(probabilities.clamp_min(1e-12).log(), labels).item()
+    return Evaluation(loss, (predictions == labels).float().mean().item(), labels, predictions, probabilities,
+                      input_shape=evaluations[0].input_shape)
+
+
+def ensemble_history(fits: list) -> list:
+    """The averaged softmax of members trained in the same steps, at each evaluation of their watched split:
+    one row per evaluation, {iteration or epoch, test_loss, test_accuracy} (train.fit(..., watch=split))."""
+    rows = []
+    for k, points in enumerate(zip(*(f.watched for f in fits))):
+        averaged = ensemble(list(points))
+        when = {key: fits[0].history[k][key] for key in ("iteration", "epoch") if key in fits[0].history[k]}
+        rows.append({**when, "test_loss": averaged.loss, "test_accuracy": averaged.accuracy})
+    return rows

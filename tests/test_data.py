@@ -109,7 +109,7 @@ def test_another_seed_holds_out_other_images(tmp_path):
 def test_images_are_normalized_tensors_and_images_undoes_it(tiny_mnist):
     x = tiny_mnist.train.x
     assert x.dtype == torch.float32 and x.shape[1:] == (1, 28, 28)
-    pixels = tiny_mnist.images(x[:5])
+    pixels = tiny_mnist.unnormalize(x[:5])
     assert pixels.min() >= 0 and pixels.max() <= 1 and pixels.max() > 0.9
 
 

@@ -65,8 +65,8 @@ def test_staged_training_learns_and_records_a_row_at_each_evaluation(tiny_mnist)
     net = models.init_weights(models.mlp([64, 64, 64]), "he")
     stages = [{"iterations": 30, "lr": [0.003, 0.002], "batch_size": [32, 64], "l2": [10, 40]},
               {"iterations": 20, "lr": [0.001, 0.0001], "batch_size": 64, "l2": [10, 0]}]
-    fit = train.fit(net, tiny_mnist, stages=stages, update_every=5, eval_every=20, watch=tiny_mnist.test,
-                    progress=False)
+    fit = train.fit(net, tiny_mnist, train.Recipe(stages=stages, update_every=5, eval_every=20),
+                    watch=tiny_mnist.test, progress=False)
     assert [r["iteration"] for r in fit.history] == [20, 40, 50]
     assert [r["batch_size"] for r in fit.history] == [train.stage_values(stages, 5)[1](i - 1)[1] for i in (20, 40, 50)]
     assert fit.status == "ok" and fit.history[-1]["test_accuracy"] > 0.7 and len(fit.watched) == 3

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from conftest import run_nbval, smoke_params, smoke_run
-from labutils import analysis, data, models, params, report
+from labutils import analysis, data, models, params
 
 
 def test_the_three_models_have_exactly_the_reports_parameter_counts():
@@ -45,13 +45,9 @@ def test_fashion_mnist_loads_through_the_same_idx_reader_in_its_own_folder(tmp_p
         data.load("fashion_mnist", str(tmp_path / "empty"), download=False)
 
 
-def test_most_confused_pairs_and_the_model_table():
+def test_most_confused_pairs():
     cm = torch.tensor([[5, 3, 0], [1, 7, 0], [0, 4, 2]])
     assert analysis.most_confused(cm, ["a", "b", "c"], k=2) == [("c", "b", 4), ("a", "b", 3)]
-    entry = {"parameters": 61706, "train_samples_per_second": 5000.0, "test_accuracy": 0.9,
-             "history": [{"seconds": 2.0}, {"seconds": 4.0}]}
-    assert "| lenet5 | 61,706 | 416,520 | 3.0 | 5,000 | 90.00% |" in report.model_table({"lenet5": entry},
-                                                                                        {"lenet5": 416_520})
 
 
 def test_models_parameter_takes_a_non_empty_list_of_different_known_models():

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from conftest import ROOT, labs
-from labutils import data
+from labutils import data, results
 
 
 # --- output folders that cannot be written ------------------------------------------------
@@ -44,8 +44,8 @@ def test_an_error_while_writing_is_one_line_not_a_traceback(tmp_path):
     """`labs summary` into a sweep folder whose summary.md is a folder: the write fails with an OSError."""
     run = tmp_path / "sweep" / "a"
     run.mkdir(parents=True)
-    (run / "results.json").write_text(json.dumps({"assignment": "mnist_mlp", "status": "ok", "params": {},
-                                                  "models": {}}))
+    results.write(run / "results.json", results.build("mnist_mlp", {}))
+    (tmp_path / "sweep" / "sweep.yaml").write_text("assignment: mnist_mlp\nruns: [{name: a}]\n")
     (tmp_path / "sweep" / "summary.csv").mkdir()
     proc = labs("summary", tmp_path / "sweep")
     assert proc.returncode == 2 and "could not write" in proc.stderr and "summary.csv" in proc.stderr
@@ -159,14 +159,14 @@ def test_a_killed_sweep_leaves_no_worker_or_kernel_running(tmp_path):
     again = labs("sweep", sweep_file(tmp_path, runs=2), "--smoke", "--workers", "2", "--output", out)
     assert again.returncode == 0, again.stdout + again.stderr
     leftovers = [p.name for p in out.rglob("*") if p.name.startswith(("kernel-ipc", ".report.partial"))]
-    assert leftovers == [] and not (out / ".labs-sweep.lock").exists()
+    assert leftovers == [] and not (out / ".labs.lock").exists()
 
 
 def test_a_second_sweep_into_the_same_folder_is_refused_while_the_first_runs(tmp_path):
     out = tmp_path / "out"
     first = start_sweep(tmp_path, out, workers=1)
     try:
-        assert wait_for(lambda: (out / ".labs-sweep.lock").exists(), 60)
+        assert wait_for(lambda: (out / ".labs.lock").exists(), 60)
         second = labs("sweep", sweep_file(tmp_path), "--smoke", "--output", out)
         assert second.returncode == 2 and second.stderr.count("\n") == 1
         assert str(out) in second.stderr and f"process {first.pid}" in second.stderr
@@ -180,13 +180,13 @@ def test_a_stale_lock_of_a_dead_process_does_not_block(tmp_path):
     out.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (out / ".labs-sweep.lock").write_text(json.dumps({"pid": dead.pid, "started": time.time() - 5,
+    (out / ".labs.lock").write_text(json.dumps({"pid": dead.pid, "started": time.time() - 5,
                                                       "host": __import__("socket").gethostname()}))
     path = tmp_path / "one.yaml"
     path.write_text("assignment: mnist_mlp\nparams: {hidden: [32, 32, 32]}\nruns: [{name: a}]\n")
     proc = labs("sweep", path, "--smoke", "--output", out)
     assert proc.returncode == 0, proc.stderr
-    assert not (out / ".labs-sweep.lock").exists()
+    assert not (out / ".labs.lock").exists()
 
 
 def test_a_preset_and_the_grid_setting_the_same_parameter_are_refused(tmp_path):

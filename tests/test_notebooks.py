@@ -38,14 +38,51 @@ def test_committed_without_outputs_with_kernelspec_python3(path):
             assert cell.outputs == [] and cell.execution_count is None, cell.source[:60]
 
 
+def test_every_badge_and_install_cell_follows_pyproject():
+    from labutils import colab
+    assert colab.problems() == []
+    assert REPO_URL == colab.project()[0]
+
+
+def test_a_badge_or_install_cell_that_disagrees_is_named_with_its_notebook():
+    from labutils import colab
+    url, version = colab.project()
+    found = colab.problems(url, "9.9.9")
+    assert len(found) == 2 * len(LABS)
+    assert found[0].startswith("01_mnist_mlp.ipynb: its Colab badge does not open") and "v9.9.9" in found[0]
+    assert "02_fashion_fcn_vs_lenet.ipynb: its install cell (tagged colab-install) does not install " \
+           f"labutils @ git+{url}@v9.9.9" in found
+
+
 @pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
-def test_colab_badge_then_colab_only_install_from_the_project_url(path):
-    nb = read(path)
-    slug = REPO_URL.removeprefix("https://github.com/")
-    assert f"https://colab.research.google.com/github/{slug}/blob/main/notebooks/{path.name}" in nb.cells[0].source
-    setup = nb.cells[1].source
-    assert 'if "google.colab" in sys.modules:' in setup and f"git+{REPO_URL}" in setup
-    assert "torch" not in setup.split("%pip install")[1]        # Colab's own torch is left alone
+def test_the_install_cell_runs_on_colab_only_and_leaves_colabs_torch_alone(path):
+    [cell] = [c for c in read(path).cells if "colab-install" in c.metadata.get("tags", [])]
+    assert 'if "google.colab" in sys.modules:' in cell.source
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert f'%pip install -q "labutils @ git+{REPO_URL}@v{version}"' in cell.source
+    assert "torch" not in cell.source.split("%pip install")[1]        # Colab's own torch is left alone
+
+
+def test_labs_colab_moves_every_badge_and_install_cell_to_another_repository(tmp_path, monkeypatch):
+    import shutil
+    from labutils import cli, colab
+    copy = tmp_path / "course"
+    shutil.copytree(ROOT / "notebooks", copy / "notebooks")
+    shutil.copy(ROOT / "pyproject.toml", copy)
+    monkeypatch.setattr(colab, "ROOT", copy)
+    monkeypatch.setattr(params, "ROOT", copy)
+    assert cli.main(["colab", "--repo", "someone/deep-labs"]) == 0
+    assert 'Repository = "https://github.com/someone/deep-labs"' in (copy / "pyproject.toml").read_text()
+    assert colab.problems() == [] and colab.project()[0] == "https://github.com/someone/deep-labs"
+    first = read(copy / "notebooks" / "04_mnist_cnn_ensemble.ipynb").cells[0].source
+    assert "colab.research.google.com/github/someone/deep-labs/blob/v" in first and "# 04 ·" in first
+    assert cli.main(["colab", "--repo", "not a repo"]) == 2
+
+
+@pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
+def test_the_gpu_labs_ask_colab_for_a_gpu_and_the_others_do_not(path):
+    gpu = path.stem.split("_", 1)[1] in ("cifar10_cnn", "mnist_cnn_ensemble")
+    assert (read(path).metadata.get("accelerator") == "GPU") == gpu
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -118,15 +118,18 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, message, tmp_path
 
 
 def test_the_choices_validated_here_are_exactly_the_ones_implemented():
-    from labutils import models, train
-    assert set(params.ACTIVATIONS) == set(models.ACTIVATION_LAYERS)
-    assert set(params.LOSSES) == set(train.LOSS_FUNCTIONS)
-    for name in params.OPTIMIZERS:
+    from labutils import models, train, vocab
+    assert set(vocab.ACTIVATIONS) == set(models.ACTIVATION_LAYERS)
+    assert set(vocab.LOSSES) == set(train.LOSS_FUNCTIONS)
+    assert set(vocab.POOLS) == set(models.POOL_LAYERS)
+    for name in vocab.OPTIMIZERS:
         train.make_optimizer(name, [torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    for name in params.SCHEDULES:
+    for name in vocab.SCHEDULES:
         train.lr_factor(name, 0.5, 10, 4)
-    for name in params.INITS:
+    for name in vocab.INITS:
         models.init_weights(models.mlp([4]), name)
+    for name in vocab.PRECISIONS:
+        train.precision_for(torch.device("cpu"), name)
 
 
 @pytest.mark.parametrize("name, value, message", [

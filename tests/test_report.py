@@ -16,11 +16,12 @@ def test_json_safe_turns_tensors_into_lists_and_nan_into_null():
 
 
 def test_atomic_write_leaves_no_temporary_files_and_a_readable_file(tmp_path):
-    results.write(tmp_path / "run" / "results.json", {"status": "ok", "loss": math.nan})
+    record = results.build("mnist_mlp", {"lr": math.nan})
+    results.write(tmp_path / "run" / "results.json", record)
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["results.json"]
-    assert json.loads((tmp_path / "run" / "results.json").read_text()) == {"status": "ok", "loss": None}
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["params"] == {"lr": None}
     assert ((tmp_path / "run" / "results.json").stat().st_mode & 0o777) == 0o644
-    assert results.read(tmp_path / "run") == {"status": "ok", "loss": None}
+    assert results.read(tmp_path / "run")["params"] == {"lr": None}
     assert results.read(tmp_path / "nowhere") is None
 
 
@@ -34,25 +35,58 @@ def test_notebook_parameters_keeps_plain_values_only():
 def trained(tiny_mnist):
     torch.manual_seed(0)
     model = models.mlp([64])
-    fit = train.fit(model, tiny_mnist, epochs=2, batch_size=32, progress=False)
+    fit = train.fit(model, tiny_mnist, train.Recipe(epochs=2, batch_size=32), progress=False)
     return model, fit, train.evaluate(model, tiny_mnist.test)
 
 
 def test_run_writes_results_json_in_the_contract_shape(tmp_path, tiny_mnist, trained):
     model, fit, test = trained
-    run = report.Run("mnist_mlp", {"lr": 0.001}, "cpu", str(tmp_path))
-    run.add("mlp", model, fit, test, 10)
+    run = report.Run("mnist_mlp", {"lr": 0.001, "seed": 3}, "cpu", str(tmp_path))
+    run.add("mlp", model, fit, test)
     written = run.finish()
     on_disk = json.loads((tmp_path / "results.json").read_text())
-    assert on_disk["status"] == "ok" and "error" not in on_disk
-    assert set(on_disk) == {"assignment", "status", "params", "env", "wall_seconds", "finished", "models"}
-    assert set(on_disk["env"]) == {"python", "torch", "device", "gpu", "labutils"}
+    assert on_disk["status"] == "ok" and on_disk["error"] is None
+    assert list(on_disk) == list(SCHEMA)
+    assert on_disk["seed"] == 3 and on_disk["setting"] is None
+    assert list(on_disk["env"]) == list(results.ENV_KEYS)
+    assert on_disk["env"]["device"] == "cpu" and on_disk["env"]["precision"] in ("fp32", "bf16")
+    assert on_disk["env"]["layout"] == {"mlp": "contiguous"}
     mlp = on_disk["models"]["mlp"]
     assert set(mlp) == {"parameters", "test_accuracy", "test_loss", "per_class_accuracy", "confusion_matrix",
-                        "train_samples_per_second", "history"}
-    assert mlp["parameters"] == 784 * 64 + 64 + 64 * 10 + 10
+                        "train_samples_per_second", "history", "macs_per_image"}
+    assert mlp["parameters"] == 784 * 64 + 64 + 64 * 10 + 10 and mlp["macs_per_image"] == 784 * 64 + 64 * 10
     assert sum(map(sum, mlp["confusion_matrix"])) == len(tiny_mnist.test)
     assert mlp["test_accuracy"] == pytest.approx(test.accuracy) == pytest.approx(written["models"]["mlp"]["test_accuracy"])
+
+
+SCHEMA = ("assignment", "status", "error", "setting", "seed", "params", "env", "wall_seconds", "finished", "models")
+
+
+@pytest.mark.parametrize("status", ["ok", "failed", "diverged"])
+def test_one_builder_gives_every_status_the_same_schema(status):
+    record = results.build("mnist_mlp", {"seed": 1, "lr": 0.1}, status=status,
+                           error=None if status == "ok" else "why", setting="lr-0.1", wall_seconds=2.0)
+    assert tuple(record) == SCHEMA and tuple(record["env"]) == results.ENV_KEYS
+    assert record["status"] == status and record["setting"] == "lr-0.1" and record["seed"] == 1
+    assert record["env"]["device"] is None and record["env"]["labutils"]       # not known: None, never "auto"
+    assert results.problem(json.loads(json.dumps(record))) is None             # it reads back as usable
+    with pytest.raises(ValueError):
+        results.build("mnist_mlp", {}, status="done")
+
+
+@pytest.mark.parametrize("content, why", [
+    ("[1, 2]", "holds a list"), ('"x"', "holds a str"), ('{"status": "ok"}', "'params' is not a dict"),
+    ('{"assignment": "a", "status": "ok", "params": {}, "models": "x"}', "'models' is not a dict"),
+    ('{"assignment": "a", "status": "ok", "params": {}, "models": {"m": {"test_accuracy": "0.9"}}}',
+     "the test_accuracy of 'm' is not a number"),
+    ('{"assignment": "a", "status": "done", "params": {}, "models": {}}', "its status is 'done'"),
+    ("{not json", "cannot be read"),
+])
+def test_an_unusable_results_file_is_no_result_and_named_in_one_warning(tmp_path, capsys, content, why):
+    (tmp_path / "results.json").write_text(content)
+    assert results.read(tmp_path) is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(tmp_path / "results.json") in err and why in err
 
 
 def test_a_diverged_model_makes_the_run_diverged_with_its_error(tmp_path, trained):
@@ -60,7 +94,7 @@ def test_a_diverged_model_makes_the_run_diverged_with_its_error(tmp_path, traine
     bad = train.Fit(history=[{**fit.history[0], "train_loss": float("nan")}], status="diverged",
                     error="mlp: the training loss became NaN in epoch 1")
     run = report.Run("mnist_mlp", {}, "cpu", str(tmp_path))
-    run.add("mlp", model, bad, test, 10)
+    run.add("mlp", model, bad, test)
     on_disk = run.finish()
     assert on_disk["status"] == "diverged" and "NaN in epoch 1" in on_disk["error"]
     assert json.loads((tmp_path / "results.json").read_text())["models"]["mlp"]["history"][0]["train_loss"] is None
@@ -70,7 +104,7 @@ def test_without_output_dir_nothing_is_written(tmp_path, monkeypatch, trained):
     monkeypatch.chdir(tmp_path)
     model, fit, test = trained
     run = report.Run("mnist_mlp", {}, "cpu", "")
-    run.add("mlp", model, fit, test, 10)
+    run.add("mlp", model, fit, test)
     run.save(report.plot_history({"mlp": fit.history}), "curves")
     run.finish()
     assert list(tmp_path.iterdir()) == []

@@ -57,9 +57,9 @@ def test_report_html_reads_as_a_document_without_the_plumbing_code(smoke):
     _, folder, results = smoke
     html = (folder / "report.html").read_text()
     text = unescape(re.sub(r"<[^>]+>", "", html))                         # what a reader sees: code unhighlighted
-    assert "model = models.mlp(" in text and "train.fit(model" in text     # the code that is the lesson
-    for plumbing in ("%pip install", "report.parameter_table(params)", "run.save(", "analysis.learning_curve(",
-                     "notebook_parameters(globals())", "run.finish()"):
+    assert "model = architectures.mlp(" in text and "train.fit(model, mnist, recipe" in text   # the lesson
+    assert "recipe = train.Recipe(optimizer=optimizer, lr=lr" in text
+    for plumbing in ("%pip install", "report.start(", "report.show_", "analysis.write(", "run.finish()"):
         assert plumbing not in text, plumbing                                 # tagged cells: code left out
     assert html.count("<img") >= 5 and html.count("<table") >= 1           # figures; the parameter table
     assert html.count("<td><code>hidden</code></td>") == 1                  # the parameters appear once
@@ -75,10 +75,10 @@ def test_smoke_params_are_recorded_in_full(smoke):
 
 def test_epoch_lines_stream_to_the_terminal_and_stay_readable_in_the_report(smoke):
     proc, folder, _ = smoke
-    assert "mlp epoch 2/2  train loss" in proc.stdout
+    assert "mlp epoch 2/2  train loss" in proc.stdout and "\r" not in proc.stdout   # not a terminal: lines only
     report = json.loads((folder / "report.ipynb").read_text())
     text = "".join("".join(o.get("text", "")) for c in report["cells"] for o in c.get("outputs", []))
-    assert "mlp epoch 1/2  train loss" in text and "\r" not in text   # progress bars collapsed to the lines
+    assert "mlp epoch 1/2  train loss" in text and "\r" not in text and "img/s]" not in text   # no bar frames
 
 
 def test_a_run_that_fails_names_the_cell_keeps_the_partial_report_and_records_failure(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, labs
-from labutils import LabsError, cli, sweep
+from labutils import LabsError, cli, results, sweep
 
 SMALL = {"hidden": [256, 256, 256]}   # smaller than the default: these tests are about the machinery
 
@@ -97,6 +97,7 @@ def test_a_failing_run_does_not_stop_the_others(local_sweep):
     assert statuses == {"a": "ok", "b": "ok", "c": "ok", "broken": "failed"}
     assert "broken: failed" in proc.stdout and "Expected more than 1 value per channel" in proc.stdout
     assert "4 runs: 3 ok, 1 failed or diverged" in proc.stdout
+    assert "\r" not in proc.stdout + proc.stderr                   # a log, not a terminal: no bar frames
 
 
 def test_summaries_list_every_run_with_metrics_and_the_failures(local_sweep):
@@ -160,10 +161,14 @@ def test_a_changed_parameter_reruns_that_run(tmp_path):
     plan = sweep.load(write(tmp_path, {"assignment": "mnist_mlp", "runs": [{"name": "a"}]}), smoke=True)
     folder = tmp_path / "a"
     folder.mkdir()
-    (folder / "results.json").write_text(json.dumps({"status": "ok", "params": plan.runs["a"]}))
+    def record(status):
+        results.write(folder / "results.json", results.build("mnist_mlp", plan.runs["a"], status=status))
+    record("ok")
     assert sweep.is_done(folder, plan.runs["a"])
     assert not sweep.is_done(folder, {**plan.runs["a"], "lr": 0.5})
-    (folder / "results.json").write_text(json.dumps({"status": "failed", "params": plan.runs["a"]}))
+    record("diverged")                                   # divergence is a result: not made again
+    assert sweep.is_done(folder, plan.runs["a"])
+    record("failed")
     assert not sweep.is_done(folder, plan.runs["a"])
 
 
@@ -205,12 +210,14 @@ def test_an_unreachable_scheduler_is_one_clear_error(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def fake_run(folder, val, test, seed=0, lr=0.01, status="ok"):
+def fake_run(folder, val, test, seed=0, lr=0.01, status="ok", setting=None):
+    """A run's results.json as the runner writes it; `setting` names its setting in the sweep."""
+    from labutils import results
     folder.mkdir(parents=True)
     history = [{"epoch": 1, "val_accuracy": val - 0.05}, {"epoch": 2, "val_accuracy": val}]
-    (folder / "results.json").write_text(json.dumps({
-        "assignment": "mnist_mlp", "status": status, "params": {"lr": lr, "seed": seed}, "wall_seconds": 10,
-        "models": {"mlp": {"test_accuracy": test, "test_loss": 0.3, "history": history}}}))
+    results.write(folder / "results.json", results.build(
+        "mnist_mlp", {"lr": lr, "seed": seed}, status=status, wall_seconds=10, setting=setting or folder.name,
+        models={"mlp": {"test_accuracy": test, "test_loss": 0.3, "history": history}}))
 
 
 def test_the_best_run_is_chosen_by_validation_accuracy_not_by_the_test_set(tmp_path):
@@ -234,8 +241,8 @@ def test_seeds_repeat_every_run_and_the_summary_merges_them_with_their_range(tmp
     assert list(smoke.runs) == ["lr-0.01_seed-0", "lr-0.1_seed-0"]
     out = tmp_path / "out"
     for s, test in enumerate((0.30, 0.50, 0.70)):
-        fake_run(out / f"lr-0.1_seed-{s}", val=test, test=test, seed=s, lr=0.1)
-        fake_run(out / f"lr-0.01_seed-{s}", val=0.9, test=0.89, seed=s)
+        fake_run(out / f"lr-0.1_seed-{s}", val=test, test=test, seed=s, lr=0.1, setting="lr-0.1")
+        fake_run(out / f"lr-0.01_seed-{s}", val=0.9, test=0.89, seed=s, setting="lr-0.01")
     table = summary.rows(summary.collect(out))
     merged = {r["run"]: r for r in summary.settings(table)}
     assert merged["lr-0.1"]["seeds"] == 3 and merged["lr-0.1"]["test_accuracy"] == pytest.approx(0.5)

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from labutils import LabsError, models, train
+from labutils import LabsError, data, models, train
 
 
 def small_mlp(seed=0, dropout=0.2):
@@ -12,7 +12,7 @@ def small_mlp(seed=0, dropout=0.2):
 
 def test_fit_learns_synthetic_digits_far_above_chance(tiny_mnist):
     model = small_mlp()
-    fit = train.fit(model, tiny_mnist, epochs=3, batch_size=32, progress=False)
+    fit = train.fit(model, tiny_mnist, train.Recipe(epochs=3, batch_size=32), progress=False)
     test = train.evaluate(model, tiny_mnist.test)
     assert fit.status == "ok" and fit.error is None
     assert test.accuracy > 0.8          # chance is 0.1
@@ -20,7 +20,7 @@ def test_fit_learns_synthetic_digits_far_above_chance(tiny_mnist):
 
 
 def test_history_has_one_row_per_epoch_with_the_contract_keys(tiny_mnist):
-    fit = train.fit(small_mlp(), tiny_mnist, epochs=2, batch_size=64, progress=False)
+    fit = train.fit(small_mlp(), tiny_mnist, train.Recipe(epochs=2, batch_size=64), progress=False)
     assert [row["epoch"] for row in fit.history] == [1, 2]
     assert set(fit.history[0]) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
     assert fit.train_samples_per_second > 0
@@ -41,7 +41,7 @@ def test_evaluation_runs_in_eval_mode_and_restores_training_mode(tiny_mnist):
 
 def test_confusion_matrix_and_per_class_accuracy(tiny_mnist):
     model = small_mlp()
-    train.fit(model, tiny_mnist, epochs=2, batch_size=32, progress=False)
+    train.fit(model, tiny_mnist, train.Recipe(epochs=2, batch_size=32), progress=False)
     test = train.evaluate(model, tiny_mnist.test)
     cm = test.confusion_matrix(10)
     assert cm.shape == (10, 10) and cm.sum().item() == len(tiny_mnist.test)
@@ -52,7 +52,7 @@ def test_confusion_matrix_and_per_class_accuracy(tiny_mnist):
 
 
 def test_nan_loss_stops_training_and_reports_divergence(tiny_mnist, capsys):
-    fit = train.fit(small_mlp(), tiny_mnist, epochs=5, batch_size=32, optimizer="sgd", lr=1e6, name="mlp")
+    fit = train.fit(small_mlp(), tiny_mnist, train.Recipe(epochs=5, batch_size=32, optimizer="sgd", lr=1e6), name="mlp")
     assert fit.status == "diverged" and len(fit.history) < 5
     assert "NaN" in fit.error and "lr=1e+06" in fit.error and fit.error.startswith("mlp:")
     assert "DIVERGED" in capsys.readouterr().out
@@ -62,7 +62,7 @@ def test_a_run_that_ends_at_chance_is_reported_as_diverged(tiny_mnist):
     model = models.mlp([16])
     for p in model.parameters():
         nn.init.zeros_(p)          # every image gets the same scores: accuracy = share of one class
-    fit = train.fit(model, tiny_mnist, epochs=1, batch_size=32, optimizer="sgd", lr=1e-12, progress=False)
+    fit = train.fit(model, tiny_mnist, train.Recipe(epochs=1, batch_size=32, optimizer="sgd", lr=1e-12), progress=False)
     assert fit.status == "diverged" and "chance" in fit.error
 
 
@@ -70,7 +70,7 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tiny_mnist):
     def run(seed):
         train.seed_everything(seed)
         model = models.init_weights(models.mlp([64, 64, 64], dropout=0.2), "he")
-        fit = train.fit(model, tiny_mnist, epochs=2, batch_size=32, progress=False)
+        fit = train.fit(model, tiny_mnist, train.Recipe(epochs=2, batch_size=32), progress=False)
         return [(r["train_loss"], r["val_loss"], r["val_accuracy"]) for r in fit.history], \
             train.evaluate(model, tiny_mnist.test).loss
     assert run(7) == run(7)
@@ -92,7 +92,7 @@ def test_weight_decay_shrinks_the_weights(tiny_mnist):
     norms = {}
     for wd in (0.0, 0.1):
         model = small_mlp()
-        train.fit(model, tiny_mnist, epochs=2, batch_size=32, weight_decay=wd, progress=False)
+        train.fit(model, tiny_mnist, train.Recipe(epochs=2, batch_size=32, weight_decay=wd), progress=False)
         norms[wd] = sum(p.norm() ** 2 for p in model.parameters()).item()
     assert norms[0.1] < 0.8 * norms[0.0]
 
@@ -118,7 +118,7 @@ def test_label_smoothing_raises_the_training_loss_but_not_the_validation_loss(ti
     def run(smoothing):
         train.seed_everything(0)
         model = small_mlp()
-        return train.fit(model, tiny_mnist, epochs=2, batch_size=32, label_smoothing=smoothing,
+        return train.fit(model, tiny_mnist, train.Recipe(epochs=2, batch_size=32, label_smoothing=smoothing),
                          progress=False).history[-1]
     plain, smoothed = run(0.0), run(0.2)
     assert smoothed["train_loss"] > plain["train_loss"] + 0.2          # smoothed targets: the loss cannot reach 0
@@ -126,8 +126,8 @@ def test_label_smoothing_raises_the_training_loss_but_not_the_validation_loss(ti
 
 
 def test_history_records_the_learning_rate_of_each_epoch(tiny_mnist):
-    fit = train.fit(small_mlp(), tiny_mnist, epochs=3, batch_size=32, lr=0.01, schedule="exponential",
-                    lr_decay=0.5, progress=False)
+    fit = train.fit(small_mlp(), tiny_mnist, train.Recipe(epochs=3, batch_size=32, lr=0.01, schedule="exponential",
+                                                       lr_decay=0.5), progress=False)
     assert [r["lr"] for r in fit.history] == pytest.approx([0.01, 0.005, 0.0025])
 
 
@@ -141,11 +141,26 @@ def test_auto_device_is_an_available_one_and_missing_devices_are_refused():
             train.pick_device("cuda")
 
 
-def test_options_pass_a_notebooks_training_parameters_to_fit():
-    import inspect
-    params = {"lr": 0.1, "epochs": 3, "hidden": [4], "seed": 1, "loss": "multi_margin"}
-    assert train.options(params) == {"lr": 0.1, "epochs": 3, "loss": "multi_margin"}
-    assert set(train.FIT_OPTIONS) <= set(inspect.signature(train.fit).parameters)
+def test_a_recipe_refuses_unknown_choices_and_bad_stages_in_one_line():
+    with pytest.raises(LabsError, match="Unknown optimizer 'lion'; choose one of adam"):
+        train.Recipe(optimizer="lion")
+    with pytest.raises(LabsError, match="Unknown schedule 'cosin' \\(did you mean 'cosine'\\?\\)"):
+        train.Recipe(schedule="cosin")
+    with pytest.raises(LabsError, match="stage 1: the key 'l2' is missing"):
+        train.Recipe(stages=[{"iterations": 10, "lr": 0.1, "batch_size": 8}])
+
+
+def test_a_recipe_reads_as_a_sentence_with_counts_in_words():
+    text = train.Recipe(epochs=1, batch_size=64, optimizer="adamw", lr=0.01, schedule="cosine", warmup=0.2,
+                        weight_decay=0.05, label_smoothing=0.1, augment=data.augmentation(flip=True, shift=2),
+                        precision="fp32")._repr_markdown_()
+    assert text.startswith("**Recipe.** 1 epoch in batches of 64, AdamW at lr 0.01 with the learning rate following")
+    for words in ("warm-up over the first 20% of the steps", "weight decay 0.05 (decoupled)",
+                  "label smoothing 0.1", "random horizontal flips and random shifts of up to 2 pixels",
+                  "forward passes in fp32"):
+        assert words in text
+    staged = train.Recipe(stages=[{"iterations": 1, "lr": [0.1, 0.01], "batch_size": 8, "l2": 0}])._repr_markdown_()
+    assert "in 1 stage (stage 1: 1 iteration, lr 0.1 → 0.01, batch size 8, l2 0)" in staged
 
 
 def test_conv_nets_train_channels_last_on_the_cpu_unless_their_batch_norm_is_narrow():
