@@ -8,8 +8,11 @@ Each (lab, recipe, seed) is one real `labs run` of the lab's notebook (papermill
 is kept, so an interrupted benchmark resumes. A lab whose dataset is not in the data folder is listed as
 "not measured yet". The tables are rebuilt from every run found under the output folder:
 
-    benchmarks/results/accuracy.csv   one row per lab, recipe and model
-    benchmarks/results/accuracy.md    the same as a table, with the machine, torch version and date
+    benchmarks/results/accuracy.csv   one row per lab, recipe and model, with its precision, machine and date
+    benchmarks/results/accuracy.md    the same as a table
+
+Rows of the earlier tables that this invocation did not measure are kept as they were (each row names its
+machine and date). `default` runs the lab's defaults (`precision: auto`); `default-fp32` the same in fp32.
 
 The test set is only reported here: every recipe was chosen on the validation split.
 """
@@ -27,37 +30,36 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from labutils import LabsError, data, params, results, runner, sweep  # noqa: E402
+from labutils.reported import reported  # noqa: E402
 
 # lab -> (dataset, [(recipe name, parameter files, overrides)]); the seed*.yaml presets are the reports' recipes
+DEFAULTS = [("default", [], {}), ("default-fp32", [], {"precision": "fp32"})]
 LABS = {
-    "mnist_mlp": ("mnist", [("default", [], {}), ("seed", ["seed.yaml"], {})]),
-    "fashion_fcn_vs_lenet": ("fashion_mnist", [("default", [], {}), ("seed", ["seed.yaml"], {}),
-                                                ("seed-modified", ["seed-modified.yaml"], {})]),
-    "cifar10_cnn": ("cifar10", [("default", [], {}), ("seed-lenet5", ["seed-lenet5.yaml"], {}),
-                                ("seed-model2", ["seed-model2.yaml"], {})]),
-    "mnist_cnn_ensemble": ("mnist", [("default", [], {}), ("seed", ["seed.yaml"], {})]),
+    "mnist_mlp": ("mnist", DEFAULTS + [("seed", ["seed.yaml"], {})]),
+    "fashion_fcn_vs_lenet": ("fashion_mnist", DEFAULTS + [("seed", ["seed.yaml"], {}),
+                                                          ("seed-modified", ["seed-modified.yaml"], {})]),
+    "cifar10_cnn": ("cifar10", DEFAULTS + [("seed-lenet5", ["seed-lenet5.yaml"], {}),
+                                           ("seed-model2", ["seed-model2.yaml"], {})]),
+    "mnist_cnn_ensemble": ("mnist", DEFAULTS + [("seed", ["seed.yaml"], {})]),
 }
 # Measured on FashionMNIST too: lab 04 takes it as its `dataset` (MNIST cannot be fetched everywhere). Its seed
 # recipe (3 million images per network) is left out there: about two hours per run on a 2-core CPU.
-ALSO = {"mnist_cnn_ensemble": ("fashion_mnist", [("default", [], {"dataset": "fashion_mnist"})])}
+ALSO = {"mnist_cnn_ensemble": ("fashion_mnist", [(name, files, {**overrides, "dataset": "fashion_mnist"})
+                                                 for name, files, overrides in DEFAULTS])}
 
-# The seed reports' test accuracy (%), by (lab, dataset, recipe, model); ASSIGNMENTS.md gives them.
-REPORTED = {
-    ("mnist_mlp", "mnist", "seed", "mlp"): 97.5,
-    ("fashion_fcn_vs_lenet", "fashion_mnist", "seed", "fcn"): 88.4,
-    ("fashion_fcn_vs_lenet", "fashion_mnist", "seed", "lenet5"): 89.02,
-    ("fashion_fcn_vs_lenet", "fashion_mnist", "seed-modified", "lenet5_modified"): 91.76,
-    ("cifar10_cnn", "cifar10", "seed-lenet5", "lenet5"): 66.0,
-    ("cifar10_cnn", "cifar10", "seed-model2", "model2"): 66.89,
-    ("mnist_cnn_ensemble", "mnist", "seed", "member 1"): 99.49,
-    ("mnist_cnn_ensemble", "mnist", "seed", "member 2"): 99.41,
-    ("mnist_cnn_ensemble", "mnist", "seed", "ensemble"): 99.56,
-}
-# A lab's default beats the report's best for the same model: shown beside the defaults too.
-BEST_REPORTED = {("fashion_fcn_vs_lenet", "fcn"): 88.4, ("fashion_fcn_vs_lenet", "lenet5"): 89.02,
-                 ("fashion_fcn_vs_lenet", "lenet5_modified"): 91.76, ("mnist_mlp", "mlp"): 97.5}
 
-COLUMNS = ["lab", "dataset", "recipe", "model", "seeds", "test_accuracy_mean", "test_accuracy_sd",
+def report_number(lab: str, dataset: str, recipe: str, model: str):
+    """The seed report's test accuracy (%) for this row, from labutils/reports/<lab>.yaml: its number for the
+    recipe, or for a lab's defaults the report's best for the model; None when the report has none."""
+    paper = reported(lab)
+    if dataset != paper.get("dataset"):
+        return None
+    if recipe.startswith("default"):
+        return paper.get("models", {}).get(model)
+    return paper.get("recipes", {}).get(recipe, {}).get(model)
+
+
+COLUMNS = ["lab", "dataset", "recipe", "model", "precision", "seeds", "test_accuracy_mean", "test_accuracy_sd",
            "test_accuracy_min", "test_accuracy_max", "report", "wall_seconds_mean", "machine", "torch", "date"]
 
 
@@ -76,8 +78,9 @@ def machine() -> str:
     return f"{os.cpu_count()}-core {name} (CPU)"
 
 
-def measure(labs: list, seeds: int, data_dir: str, out: Path) -> None:
-    """Run every (lab, recipe, seed) whose dataset is present, skipping the runs already done."""
+def measure(labs: list, seeds: int, data_dir: str, out: Path, only: list) -> None:
+    """Run every (lab, recipe, seed) whose dataset is present, skipping the runs already done; `only`: these
+    recipes (all when empty)."""
     root = data.data_dir(data_dir)
     for lab in labs:
         for dataset, recipes in [LABS[lab]] + ([ALSO[lab]] if lab in ALSO else []):
@@ -86,6 +89,8 @@ def measure(labs: list, seeds: int, data_dir: str, out: Path) -> None:
                 print(f"{lab} on {spec.title}: not in {root / spec.folder}: not measured", flush=True)
                 continue
             for recipe, files, overrides in recipes:
+                if only and recipe not in only:
+                    continue
                 for seed in range(seeds):
                     values = params.resolve(lab, [ROOT / "params" / lab / f for f in files],
                                             {**overrides, "seed": seed, "download": False, "data_dir": str(root)})
@@ -111,21 +116,44 @@ def rows(out: Path, labs: list) -> list:
                 found.add((lab, dataset))
                 for model in runs[0]["models"]:
                     accuracies = [100 * r["models"][model]["test_accuracy"] for r in runs if model in r["models"]]
-                    report = REPORTED.get((lab, dataset, recipe, model))
-                    if recipe == "default" and report is None:
-                        report = BEST_REPORTED.get((lab, model)) if dataset == LABS[lab][0] else None
                     table.append({
                         "lab": lab, "dataset": data.DATASETS[dataset].title, "recipe": recipe, "model": model,
+                        "precision": "/".join(sorted({str(r["env"].get("precision")) for r in runs})),
                         "seeds": len(accuracies), "test_accuracy_mean": statistics.mean(accuracies),
                         "test_accuracy_sd": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
                         "test_accuracy_min": min(accuracies), "test_accuracy_max": max(accuracies),
-                        "report": report, "wall_seconds_mean": statistics.mean(r["wall_seconds"] for r in runs),
-                        "torch": runs[0]["env"]["torch"],
+                        "report": report_number(lab, dataset, recipe, model),
+                        "wall_seconds_mean": statistics.mean(r["wall_seconds"] for r in runs),
+                        "torch": runs[0]["env"]["torch"], "machine": machine(),
                         "date": max(str(r.get("finished", ""))[:10] for r in runs)})
-        if (lab, LABS[lab][0]) not in found:
-            table.append({"lab": lab, "dataset": data.DATASETS[LABS[lab][0]].title, "recipe": "default",
-                          "model": "", "seeds": 0})
     return table
+
+
+def merged(table: list, earlier: Path, labs: list) -> list:
+    """This invocation's rows, then the earlier table's rows for what it did not measure (kept as written, each
+    with its machine and date), in the order of LABS; a lab with no row at all: not measured yet."""
+    key = lambda r: (r["lab"], r["dataset"], r["recipe"], r["model"])
+    new = {key(r) for r in table}
+    old = list(csv.DictReader(earlier.open())) if earlier.exists() else []
+    kept = []
+    for r in old:
+        if key(r) in new or not int(r["seeds"] or 0):
+            continue
+        r = {k: (float(v) if k.startswith(("test_accuracy", "wall_seconds")) or k == "report" and v else v)
+             for k, v in r.items()}
+        kept.append({**r, "seeds": int(r["seeds"]), "report": r["report"] or None,
+                     "precision": r.get("precision") or "fp32"})   # rows from before `precision`: all fp32
+    rows_ = table + kept
+    order = {lab: k for k, lab in enumerate(LABS)}
+    recipes = {(lab, recipe): k for lab in LABS for k, (recipe, _, _) in enumerate(LABS[lab][1])}
+    rows_.sort(key=lambda r: (order[r["lab"]], r["dataset"] != data.DATASETS[LABS[r["lab"]][0]].title,
+                              r["dataset"], recipes.get((r["lab"], r["recipe"]), 99)))
+    for lab in labs:
+        if not any(r["lab"] == lab and r["dataset"] == data.DATASETS[LABS[lab][0]].title for r in rows_):
+            rows_.append({"lab": lab, "dataset": data.DATASETS[LABS[lab][0]].title, "recipe": "default",
+                          "model": "", "seeds": 0})
+    rows_.sort(key=lambda r: order[r["lab"]])
+    return rows_
 
 
 def ensemble_gains(out: Path, labs: list) -> list:
@@ -148,20 +176,21 @@ def ensemble_gains(out: Path, labs: list) -> list:
 
 
 def to_markdown(table: list) -> str:
-    lines = ["| lab | dataset | recipe | model | test accuracy, mean ± sd (range) | seeds | the report | "
-             "wall time per run |", "|---|---|---|---|---|---:|---:|---:|"]
+    lines = ["| lab | dataset | recipe | model | precision | test accuracy, mean ± sd (range) | seeds | the report | "
+             "wall time per run | machine, date |", "|---|---|---|---|---|---|---:|---:|---:|---|"]
     for r in table:
         if not r["seeds"]:
-            report = ", ".join(f"{model} {v:.2f} %" for (lab, dataset, _, model), v in REPORTED.items()
-                                if lab == r["lab"] and data.DATASETS[dataset].title == r["dataset"])
-            lines.append(f"| {r['lab']} | {r['dataset']} | | | not measured yet (the dataset is not on the "
-                         f"measuring machine) | 0 | {report} | |")
+            paper = reported(r["lab"]).get("recipes", {})
+            report = ", ".join(dict.fromkeys(f"{model} {v:.2f} %" for numbers in paper.values()
+                                             for model, v in numbers.items()))
+            lines.append(f"| {r['lab']} | {r['dataset']} | | | | not measured yet (the dataset is not on the "
+                         f"measuring machine) | 0 | {report} | | |")
             continue
         report = f"{r['report']:.2f} %" if r["report"] is not None else ""
-        lines.append(f"| {r['lab']} | {r['dataset']} | {r['recipe']} | {r['model']} | "
+        lines.append(f"| {r['lab']} | {r['dataset']} | {r['recipe']} | {r['model']} | {r['precision']} | "
                      f"{r['test_accuracy_mean']:.2f} ± {r['test_accuracy_sd']:.2f} % "
                      f"({r['test_accuracy_min']:.2f}-{r['test_accuracy_max']:.2f}) | {r['seeds']} | {report} | "
-                     f"{r['wall_seconds_mean']:.0f} s |")
+                     f"{r['wall_seconds_mean']:.0f} s | {r['machine']}, {r['date']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -172,25 +201,25 @@ def main() -> int:
     p.add_argument("--data-dir", default="", help="default: $LABS_DATA_DIR, else ~/.cache/labs/data")
     p.add_argument("--output", default=str(ROOT / "outputs" / "accuracy"), help="where the runs land")
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"), help="where the tables go")
+    p.add_argument("--recipes", nargs="*", default=[], help="only these recipes (default: all)")
     p.add_argument("--tables-only", action="store_true", help="rebuild the tables from the runs already made")
     args = p.parse_args()
     out = Path(args.output)
     try:
         if not args.tables_only:
-            measure(args.labs, args.seeds, args.data_dir, out)
+            measure(args.labs, args.seeds, args.data_dir, out, args.recipes)
         import torch
-        table = rows(out, list(LABS))
-        where, folder = machine(), results.writable_folder(Path(args.results), "results folder")
-        for row in table:
-            row.update(machine=where, torch=row.get("torch") or torch.__version__)
+        folder = results.writable_folder(Path(args.results), "results folder")
+        table = merged(rows(out, list(LABS)), folder / "accuracy.csv", list(LABS))
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(table)
         results.write_atomic(folder / "accuracy.csv", buffer.getvalue())
-        header = (f"# Test accuracy on the real datasets\n\nWritten by `python benchmarks/accuracy.py` on "
-                  f"{time.strftime('%Y-%m-%d')}: {where}, torch {torch.__version__}, Python "
-                  f"{platform.python_version()}. Each row is the mean over its seeds (0, 1, 2, ...) of full "
+        header = (f"# Test accuracy on the real datasets\n\nWritten by `python benchmarks/accuracy.py`, last on "
+                  f"{time.strftime('%Y-%m-%d')} ({machine()}, torch {torch.__version__}, Python "
+                  f"{platform.python_version()}); each row names the machine and date it was measured on, and the "
+                  f"precision of its forward passes. Each row is the mean over its seeds (0, 1, 2, ...) of full "
                   f"`labs run` executions of the lab's notebook; the defaults were chosen on the validation "
                   f"split, the test set only reported. *the report*: the seed report's number for that model "
                   f"(for a lab's defaults, the report's best). Wall time: one whole run of the notebook "

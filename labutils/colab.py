@@ -3,7 +3,6 @@ version, the one place they are written. `labs colab --repo OWNER/NAME` moves th
 in one step; `problems()` names each notebook that disagrees (a test runs it)."""
 
 import re
-from pathlib import Path
 
 import nbformat
 

@@ -6,7 +6,6 @@ torchvision is imported only to download. Synthetic data is written in the same 
 back by the same readers, so a smoke run exercises the real loading path.
 """
 
-import functools
 import gzip
 import hashlib
 import os

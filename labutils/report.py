@@ -3,7 +3,6 @@ figures (curves, confusion matrix, samples, misclassified images, per-class accu
 them for the notebooks (show_*)."""
 
 import io
-import platform
 import time
 from pathlib import Path
 
@@ -262,10 +261,10 @@ def plot_schedule(recipe):
     xs = list(range(total))
     lrs, sizes, l2s = zip(*(values(i) for i in xs))
     fig, axes = plt.subplots(1, 3, figsize=(12, 2.8))
-    for ax, ys, label, log in ((axes[0], lrs, "learning rate", True), (axes[1], sizes, "batch size (images)", False),
-                               (axes[2], l2s, "L2 coefficient", False)):
+    for ax, ys, what, log in ((axes[0], lrs, "learning rate", True), (axes[1], sizes, "batch size (images)", False),
+                              (axes[2], l2s, "L2 coefficient", False)):
         ax.plot(xs, ys, color="C0")
-        ax.set(xlabel="iteration", ylabel=label, title=label.split(" (")[0].capitalize())
+        ax.set(xlabel="iteration", ylabel=what, title=what.split(" (")[0].capitalize())
         if log:
             ax.set_yscale("log")
         else:

@@ -102,27 +102,35 @@ def write(path: Path, results: dict) -> None:
 
 # --- reading: an unusable file is no result -------------------------------------------------
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def problem(results) -> str | None:
-    """What makes a parsed results.json unusable, or None when it has the shape `build` gives."""
+    """What makes a parsed results.json unusable, or None when it has the shape `build` gives (the fields that
+    summaries, the index and sweeps read)."""
     if not isinstance(results, dict):
         return f"it holds a {type(results).__name__}, not a run's record"
     if results.get("status") not in STATUSES:
         return f"its status is {results.get('status')!r}, not one of {', '.join(STATUSES)}"
-    for key, kind in (("params", dict), ("models", dict), ("assignment", str)):
+    for key, kind in (("params", dict), ("models", dict), ("assignment", str), ("env", (dict, type(None))),
+                      ("error", (str, type(None))), ("setting", (str, type(None))), ("finished", (str, type(None)))):
         if not isinstance(results.get(key), kind):
-            return f"its {key!r} is not a {kind.__name__}"
-    if not isinstance(results.get("wall_seconds", 0), (int, float)):
+            return f"its {key!r} is not {'a ' + kind.__name__ if isinstance(kind, type) else 'what it should be'}"
+    if not _number(results.get("wall_seconds", 0)):
         return "its 'wall_seconds' is not a number"
     for name, model in results["models"].items():
         if not isinstance(model, dict):
             return f"its model {name!r} is not a mapping"
-        for key in ("test_accuracy", "test_loss"):
-            value = model.get(key)
-            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+        for key in ("test_accuracy", "test_loss", "parameters", "train_samples_per_second"):
+            if model.get(key) is not None and not _number(model[key]):
                 return f"the {key} of {name!r} is not a number"
-        if not isinstance(model.get("history", []), list) or not all(
-                isinstance(row, dict) for row in model.get("history", [])):
+        history = model.get("history", [])
+        if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
             return f"the history of {name!r} is not a list of rows"
+        if any(row.get(key) is not None and not _number(row[key]) for row in history
+               for key in ("epoch", "iteration", "val_accuracy", "test_accuracy", "train_loss")):
+            return f"the history of {name!r} holds a value that is not a number"
     return None
 
 

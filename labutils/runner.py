@@ -5,8 +5,10 @@ Every file is whole or absent. A notebook that fails keeps its partial report, a
 "failed" with the cell and the error; so does a run whose report could not be written.
 """
 
+import errno
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -103,6 +105,19 @@ def _holder(path: Path) -> dict | None:
 
 # --- the notebook, its report -------------------------------------------------------------------
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)   # a full disk, a quota, a file-size limit
+
+
+def _disk_error(e) -> OSError | None:
+    """The OSError of a notebook cell that failed because the disk is full (from papermill's exception), naming
+    the file, or the cell when the error does not say which file."""
+    found = re.match(r"\[Errno (\d+)\] ([^:]+)(?:: '(.+)')?", str(e.evalue)) if e.ename in ("OSError",
+                                                                                         "PermissionError") else None
+    if found and int(found.group(1)) in DISK_FULL:
+        return OSError(int(found.group(1)), found.group(2), found.group(3) or f"a file of {_cell_error(e).split(' failed')[0]}")
+    return None
+
+
 def _cell_error(e) -> str:
     """One line naming the failed cell and the error, from papermill's exception."""
     first_line = next((line for line in e.source.splitlines() if line.strip() and not line.startswith("#")), "")
@@ -134,7 +149,8 @@ def execute(source: Path, target: Path, parameters: dict, stream: bool = False) 
 
     The kernel runs on this Python, in target's folder. The notebook is written to a temporary file and renamed
     when it is whole, so `target` is never half written; a failed notebook is kept too, for reading.
-    Returns None, or one line naming the cell that failed, or the report that could not be written.
+    Returns None, or one line naming the cell that failed. Raises OSError when the disk is full (the report or a
+    file of the notebook could not be written), after leaving only whole files.
     stream: show the notebook's output (epoch lines) live on this terminal.
     """
     import nbformat
@@ -152,21 +168,23 @@ def execute(source: Path, target: Path, parameters: dict, stream: bool = False) 
             stdout_file=sys.stdout if stream else None, stderr_file=sys.stderr if stream else None)
     except PapermillExecutionError as e:
         error = _cell_error(e)
-    except OSError as e:   # papermill could not write the notebook: a full disk, ...
-        error = f"the report could not be written ({e.strerror or e})"
+        full = _disk_error(e)
+        if full:
+            raise full from None
+    except OSError as e:    # papermill could not write the notebook: a full disk, ...
+        raise OSError(e.errno, e.strerror, str(target)) from None
     except Exception as e:  # the kernel died, could not start, the notebook could not be saved ...
+        if "No space left" in str(e) or "File too large" in str(e):
+            raise OSError(errno.ENOSPC, "No space left on device", str(target)) from None
         error = f"the notebook could not run: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     finally:
         try:
             nbformat.read(partial, as_version=4)
             partial.replace(target)
-        except (OSError, ValueError):   # missing, or cut short by a full disk: not a report
+        except (OSError, ValueError, KeyError):   # missing, or cut short by a full disk: not a report
             partial.unlink(missing_ok=True)
     if target.exists():
-        try:
-            export_html(target)
-        except OSError as e:
-            error = error or f"report.html could not be written ({e.strerror or e})"
+        export_html(target)   # an OSError (a full disk) goes up: the run is not ok
     return error
 
 
@@ -192,13 +210,30 @@ def run(assignment: str, params: dict, folder: Path, stream: bool = True, settin
         except KeyboardInterrupt:
             error = "interrupted before the notebook finished"
             raise
+        except OSError as e:   # the disk is full: recorded as failed (if even that can be written), then said
+            error = f"could not write {e.filename or 'the report'}: {e.strerror or e}"
+            raise
         finally:
             results = _final(assignment, params, folder, error, time.perf_counter() - start, setting)
     finally:
-        for path in folder.glob("kernel-*.json"):
-            path.unlink(missing_ok=True)
+        _end_kernels(folder)
         held.unlink(missing_ok=True)
     return results
+
+
+def _end_kernels(folder: Path) -> None:
+    """End any kernel of this run still alive (one interrupted while it started), then remove its connection file
+    and sockets."""
+    import psutil
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "ipykernel_launcher" in " ".join(child.cmdline()) and str(folder.resolve()) in " ".join(child.cmdline()):
+                child.kill()
+                child.wait(5)
+        except psutil.Error:
+            pass
+    for path in (p for pattern in ("kernel-*.json", "kernel-ipc-*") for p in folder.glob(pattern)):
+        path.unlink(missing_ok=True)
 
 
 def _final(assignment: str, params: dict, folder: Path, error: str | None, seconds: float,

@@ -24,7 +24,6 @@ import json
 import os
 import re
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -171,13 +170,35 @@ def run_one(assignment: str, params: dict, folder: str, setting: str) -> dict:
         return results
 
 
+_busy = False   # whether this worker process is running a task
+
+
 def _start_worker(threads: int) -> None:
     """Worker start-up: the runs' kernels share the cores instead of each taking all of them, Ctrl-C is left to
-    the parent, which stops the workers itself, and a watch ends the worker (and its kernel) if the parent dies."""
+    the parent, which stops the workers itself (SIGTERM: a task in progress is interrupted so that it cleans up,
+    its kernel and partial files included; an idle worker just ends), and a watch ends the worker (and its
+    kernel) if the parent dies."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop_worker)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
     threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _stop_worker(signum, frame):
+    if _busy:
+        raise KeyboardInterrupt
+    os._exit(0)
+
+
+def _busy_call(fn, *args):
+    """fn(*args) in a worker, marked busy meanwhile (see _stop_worker)."""
+    global _busy
+    _busy = True
+    try:
+        return fn(*args)
+    finally:
+        _busy = False
 
 
 def _end_with_parent(parent: int, every: float = 0.5) -> None:
@@ -212,7 +233,7 @@ class _LocalWorkers:
     def map(self, fn, tasks: dict):
         """Yield (key, future) as each of fn(*args) for tasks {key: args} finishes."""
         from concurrent.futures import as_completed
-        futures = {self.pool.submit(fn, *args): key for key, args in tasks.items()}
+        futures = {self.pool.submit(_busy_call, fn, *args): key for key, args in tasks.items()}
         for future in as_completed(futures):
             yield futures[future], future
 

@@ -14,6 +14,21 @@ def labs(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
                           capture_output=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def start_labs(*args, cwd=None) -> subprocess.Popen:
+    """`labs ARGS` started in the background, its output captured."""
+    return subprocess.Popen([sys.executable, "-m", "labutils", *map(str, args)], cwd=cwd or ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, seconds: float) -> bool:
+    """Poll `condition` until it holds or `seconds` have passed; its last value."""
+    import time
+    deadline = time.time() + seconds
+    while not condition() and time.time() < deadline:
+        time.sleep(0.1)
+    return condition()
+
+
 @pytest.fixture(scope="session")
 def tiny_mnist():
     """Learnable synthetic MNIST, read through the real idx loader: 540 train, 60 validation, 200 test."""

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, labs
+from conftest import labs, start_labs, wait_for
 from labutils import data, results
 
 
@@ -132,16 +132,7 @@ def sweep_file(tmp_path, runs=4):
 
 
 def start_sweep(tmp_path, out, workers=2, runs=4):
-    return subprocess.Popen([sys.executable, "-m", "labutils", "sweep", str(sweep_file(tmp_path, runs)), "--smoke",
-                             "--workers", str(workers), "--output", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(condition, seconds):
-    deadline = time.time() + seconds
-    while not condition() and time.time() < deadline:
-        time.sleep(0.2)
-    return condition()
+    return start_labs("sweep", sweep_file(tmp_path, runs), "--smoke", "--workers", workers, "--output", out)
 
 
 def test_a_killed_sweep_leaves_no_worker_or_kernel_running(tmp_path):

@@ -1,7 +1,6 @@
 """outputs/index.html: every run and sweep, newest first, linked, built from the results.json files alone."""
 import json
 import re
-from pathlib import Path
 from urllib.parse import unquote
 
 from conftest import labs

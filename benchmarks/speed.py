@@ -1,0 +1,329 @@
+"""Training and evaluation speed of every model of the course, side by side in one process, and the wall time
+of each lab's default run; written to benchmarks/results/speed-<device>.md and .json (device: cpu or cuda).
+
+    python benchmarks/speed.py                                 # every model, on this machine's device
+    python benchmarks/speed.py --labs fashion_fcn_vs_lenet mnist_cnn_ensemble --data-dir ~/data
+    python benchmarks/speed.py --models lenet5 model3 --rounds 2
+
+Per model, with the batch size and augmentation of its lab's defaults, images per second of training and of
+test evaluation for:
+  - the seed reports' pipeline: a torchvision dataset with per-image ToTensor, Normalize (and RandomCrop,
+    RandomHorizontalFlip where the lab augments), through a DataLoader; fp32, the default memory layout;
+  - ours in fp32 (today's path: whole dataset in memory, batch slices, whole-batch augmentation, the memory
+    layout train.channels_last picks);
+  - ours as `precision: auto` picks for this device (train.precision_for), with the same layout rule;
+and, for the conv nets, training steps in fp32 and bf16 autocast, each in the default and the channels-last
+layout (what decides `auto` and the layout rule). Pipelines alternate; each one's best of --rounds counts.
+
+--labs also times one default `labs run` of each lab whose dataset is in the data folder (with -p precision
+fp32 and with the default auto, when they differ on this device). The same command runs unchanged on a CUDA
+machine (Colab too) and writes speed-cuda.md there. The file keeps one section per machine: a run replaces
+its own machine's section.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from labutils import data, models, train  # noqa: E402
+
+# name -> (build, dataset, batch size and augmentation of its lab's defaults)
+MODELS = {
+    "mlp": (lambda: models.mlp(), "mnist", 128, None),
+    "fcn": (lambda: models.fcn(), "fashion_mnist", 256, data.augmentation(flip=True)),
+    "lenet5": (lambda: models.lenet5(), "fashion_mnist", 256, data.augmentation(flip=True)),
+    "lenet5_modified": (lambda: models.lenet5(modified=True, dropout=0.1), "fashion_mnist", 256,
+                        data.augmentation(flip=True)),
+    "ensemble_cnn": (lambda: models.ensemble_cnn(), "mnist", 128, None),
+    "model2": (lambda: models.model2(), "cifar10", 128, data.augmentation(flip=True, shift=4)),
+    "model3": (lambda: models.cnn(), "cifar10", 128, data.augmentation(flip=True, shift=4)),
+}
+LABS = {"mnist_mlp": "mnist", "fashion_fcn_vs_lenet": "fashion_mnist", "cifar10_cnn": "cifar10",
+        "mnist_cnn_ensemble": "mnist"}
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def machine(device: torch.device) -> dict:
+    """What the figures were measured on."""
+    info = {"device": device.type, "cores": os.cpu_count(), "torch": torch.__version__,
+            "python": platform.python_version(), "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+        info["cpu"] = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        info["cpu"] = platform.processor() or platform.machine()
+    info["cpu_flags"] = [flag for flag in FLAGS if flag in train.cpu_flags()]
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["gpu_capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
+    info["auto"] = train.precision_for(device, "auto")
+    return info
+
+
+def machine_name(info: dict) -> str:
+    if info["device"] == "cuda":
+        return f"{info['gpu']} (compute capability {info['gpu_capability']})"
+    flags = ", ".join(info["cpu_flags"]) or "none of " + ", ".join(FLAGS)
+    return f"{info['cores']}-core {info['cpu']} (flags: {flags})"
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# --- the seed reports' pipeline --------------------------------------------------------------
+
+def seed_loaders(name: str, root: str, n_train: int, batch: int, augment):
+    """torchvision dataset + per-image transforms + DataLoader, as the seed reports read their data."""
+    import torchvision
+    from torchvision import transforms
+    spec = data.DATASETS[name]
+    dataset = getattr(torchvision.datasets, spec.torchvision_class)
+    if name == "cifar10":
+        class dataset(dataset):   # synthetic files cannot match the originals' md5: skip that check, here only
+            def _check_integrity(self):
+                return True
+
+            def _load_meta(self):
+                self.classes = list(spec.classes)
+    normalize = [transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)]
+    extra = ([transforms.RandomCrop(spec.shape[1], padding=augment.shift, padding_mode="reflect")]
+             if augment and augment.shift else []) + ([transforms.RandomHorizontalFlip()] if augment and augment.flip
+                                                      else [])
+    train_set = torch.utils.data.Subset(dataset(root, train=True, download=False,
+                                                transform=transforms.Compose(extra + normalize)), range(n_train))
+    test_set = dataset(root, train=False, download=False, transform=transforms.Compose(normalize))
+    return (torch.utils.data.DataLoader(train_set, batch_size=batch, shuffle=True),
+            torch.utils.data.DataLoader(test_set, batch_size=100))
+
+
+def seed_train(model, loader, opt, device) -> float:
+    model.train()
+    sync(device)
+    start, seen = time.perf_counter(), 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss.item()            # the seed reports read the loss every step
+        seen += len(y)
+    sync(device)
+    return seen / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def seed_evaluate(model, loader, device) -> float:
+    model.eval()
+    start, seen = time.perf_counter(), 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        (model(x).argmax(1) == y).sum().item()
+        seen += len(y)
+    return seen / (time.perf_counter() - start)
+
+
+# --- ours --------------------------------------------------------------------------------------
+
+def ours_train(model, split_data, batch, augment, precision) -> float:
+    recipe = train.Recipe(epochs=1, batch_size=batch, optimizer="adam", lr=1e-3, augment=augment, precision=precision)
+    return train.fit(model, split_data, recipe, progress=False).train_samples_per_second
+
+
+def ours_evaluate(model, split, precision, device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    train.evaluate(model, split, precision=precision)
+    sync(device)
+    return len(split) / (time.perf_counter() - start)
+
+
+def step_rate(model, x, y, precision: str, steps: int) -> float:
+    """Training steps on one batch (Adam), the forward pass in `precision`."""
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    criterion = torch.nn.functional.cross_entropy
+    train.step(model, opt, criterion, x, y, precision=precision)
+    sync(x.device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        train.step(model, opt, criterion, x, y, precision=precision)
+    sync(x.device)
+    return steps * len(x) / (time.perf_counter() - start)
+
+
+def measure_model(name: str, device, rounds: int, seconds: float, root_of) -> dict:
+    build, dataset, batch, augment = MODELS[name]
+    spec = data.DATASETS[dataset]
+    torch.manual_seed(0)
+    probe = build().to(device)
+    x = torch.randn(batch, *spec.shape, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    step_rate(probe, x, y, "fp32", 2)
+    per_second = step_rate(probe, x, y, "fp32", 3)
+    n_train = max(batch * 4, min(20000, int(per_second * seconds) // batch * batch))
+    root = root_of(dataset)
+    ours = data.load(dataset, root, download=False, n_train=n_train, n_test=2000, val_fraction=0.0, device=device)
+    auto = train.precision_for(device, "auto")
+    loader, test_loader = seed_loaders(dataset, root, n_train, batch, augment)
+    nets = {key: build().to(device) for key in ("seed", "fp32", "auto")}
+    opt = torch.optim.Adam(nets["seed"].parameters(), 1e-3)
+    rates = {f"{kind}_{key}": 0.0 for kind in ("train", "eval") for key in nets}
+    for _ in range(rounds):
+        rates["train_seed"] = max(rates["train_seed"], seed_train(nets["seed"], loader, opt, device))
+        rates["train_fp32"] = max(rates["train_fp32"], ours_train(nets["fp32"], ours, batch, augment, "fp32"))
+        rates["train_auto"] = max(rates["train_auto"], ours_train(nets["auto"], ours, batch, augment, auto))
+        rates["eval_seed"] = max(rates["eval_seed"], seed_evaluate(nets["seed"], test_loader, device))
+        rates["eval_fp32"] = max(rates["eval_fp32"], ours_evaluate(nets["fp32"], ours.test, "fp32", device))
+        rates["eval_auto"] = max(rates["eval_auto"], ours_evaluate(nets["auto"], ours.test, auto, device))
+    result = {"batch": batch, "augment": str(augment or "none"), "train_images": n_train, "auto": auto,
+              "layout": "channels_last" if train.channels_last(build(), device) else "contiguous", **rates}
+    if any(isinstance(m, torch.nn.Conv2d) for m in probe.modules()):   # what decides auto and the layout
+        steps = max(3, int(seconds * per_second / batch / 4))
+        grid = {}
+        for _ in range(rounds):
+            for precision in ("fp32", "bf16"):
+                for layout in ("contiguous", "channels_last"):
+                    torch.manual_seed(0)
+                    net = build().to(device)
+                    xx = x
+                    if layout == "channels_last":
+                        net.to(memory_format=torch.channels_last)
+                        xx = x.contiguous(memory_format=torch.channels_last)
+                    key = f"step_{precision}_{layout}"
+                    grid[key] = max(grid.get(key, 0.0), step_rate(net, xx, y, precision, steps))
+        result.update(grid)
+    return result
+
+
+def time_lab(lab: str, data_dir: str, precision: str) -> float | None:
+    """Wall seconds of one default `labs run` of `lab` (its dataset read from data_dir), or None if it failed."""
+    extra = ["-p", "dataset", "fashion_mnist"] if lab == "mnist_cnn_ensemble" else []
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "labutils", "run", lab, "-p", "data_dir", data_dir, "-p",
+                               "download", "false", "-p", "precision", precision, *extra, "--output", out],
+                              cwd=ROOT, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if proc.returncode != 0:
+            print(proc.stdout[-2000:] + proc.stderr[-2000:], file=sys.stderr)
+            return None
+        record = json.loads((Path(out) / "results.json").read_text())
+        return {"seconds": seconds, "accuracy": {n: m["test_accuracy"] for n, m in record["models"].items()}}
+
+
+# --- the tables --------------------------------------------------------------------------------
+
+def table(info: dict, measured: dict, labs: dict) -> str:
+    auto = info["auto"]
+    lines = [f"## {machine_name(info)}", "",
+             f"torch {info['torch']}, Python {info['python']}, {info['threads']} threads, {info['date']}; "
+             f"`precision: auto` is **{auto}** here.", "",
+             "Images per second, each pipeline's best of its rounds; the batch size and augmentation of each "
+             "model's lab. *seed*: the seed reports' pipeline (torchvision dataset, per-image transforms, "
+             "DataLoader, fp32); *fp32*: ours in fp32; *auto*: ours as `precision: auto` and the layout rule "
+             "pick here.", "",
+             "| model | batch | layout | training: seed | fp32 | auto | auto / fp32 | auto / seed | "
+             "evaluation: seed | fp32 | auto | auto / seed |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in measured.items():
+        lines.append(f"| {name} | {r['batch']} | {r['layout'].replace('_', '-')} | {r['train_seed']:,.0f} | "
+                     f"{r['train_fp32']:,.0f} | {r['train_auto']:,.0f} | {r['train_auto'] / r['train_fp32']:.2f}x | "
+                     f"{r['train_auto'] / r['train_seed']:.2f}x | {r['eval_seed']:,.0f} | {r['eval_fp32']:,.0f} | "
+                     f"{r['eval_auto']:,.0f} | {r['eval_auto'] / r['eval_seed']:.2f}x |")
+    convs = {n: r for n, r in measured.items() if "step_fp32_contiguous" in r}
+    if convs:
+        lines += ["", "Training steps of the conv nets (one batch, Adam), images per second, by precision and "
+                      "memory layout:", "",
+                  "| model | fp32 | bf16 | fp32, channels-last | bf16, channels-last | best |",
+                  "|---|---:|---:|---:|---:|---|"]
+        for name, r in convs.items():
+            keys = ("step_fp32_contiguous", "step_bf16_contiguous", "step_fp32_channels_last",
+                    "step_bf16_channels_last")
+            best = max(keys, key=r.get).removeprefix("step_").replace("_channels_last", ", channels-last") \
+                .replace("_contiguous", "")
+            lines.append(f"| {name} | " + " | ".join(f"{r[k]:,.0f}" for k in keys) + f" | {best} |")
+    if labs:
+        lines += ["", "Wall time of one default `labs run` (real data; lab 04 on FashionMNIST):", "",
+                  "| lab | precision | wall time | test accuracy |", "|---|---|---:|---|"]
+        for lab, runs in labs.items():
+            for precision, r in runs.items():
+                accuracy = ", ".join(f"{n} {100 * a:.2f} %" for n, a in r["accuracy"].items()) if r else "failed"
+                lines.append(f"| {lab} | {precision} | {r['seconds']:.0f} s | {accuracy} |" if r else
+                             f"| {lab} | {precision} | | failed |")
+    return "\n".join(lines) + "\n"
+
+
+def write(device: str, info: dict, section: str, record: dict) -> Path:
+    """Replace this machine's section of speed-<device>.md and its entry in speed-<device>.json."""
+    folder = ROOT / "benchmarks" / "results"
+    md, js = folder / f"speed-{device}.md", folder / f"speed-{device}.json"
+    entries = json.loads(js.read_text()) if js.exists() else {}
+    entries[machine_name(info)] = record
+    js.write_text(json.dumps(entries, indent=1) + "\n")
+    sections = {}
+    if md.exists():
+        for part in md.read_text().split("\n## ")[1:]:
+            sections[part.split("\n", 1)[0]] = "## " + part.rstrip("\n") + "\n"
+    sections[machine_name(info)] = section
+    md.write_text(f"# Speed on {device.upper() if device == 'cuda' else 'the CPU'}\n\nWritten by "
+                  f"`python benchmarks/speed.py`; one section per machine measured.\n\n" + "\n".join(sections.values()))
+    return md
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--labs", nargs="*", default=[], choices=list(LABS),
+                   help="also time one default run of these labs (their dataset must be in --data-dir)")
+    p.add_argument("--data-dir", default=os.environ.get("LABS_DATA_DIR", ""))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--seconds", type=float, default=3.0, help="about how long one measurement trains")
+    p.add_argument("--no-write", action="store_true", help="print the table only")
+    args = p.parse_args()
+    device = train.pick_device(args.device)
+    info = machine(device)
+    print(f"measuring on {machine_name(info)}", flush=True)
+    measured, labs = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        roots = {}
+
+        def root_of(dataset):   # synthetic files in each dataset's real format, full test set
+            if dataset not in roots:
+                roots[dataset] = str(data.write_synthetic(dataset, Path(tmp) / dataset, 20000, 2000))
+            return roots[dataset]
+        for name in args.models:
+            measured[name] = measure_model(name, device, args.rounds, args.seconds, root_of)
+            r = measured[name]
+            print(f"{name}: training {r['train_seed']:,.0f} / {r['train_fp32']:,.0f} / {r['train_auto']:,.0f}, "
+                  f"evaluation {r['eval_seed']:,.0f} / {r['eval_fp32']:,.0f} / {r['eval_auto']:,.0f} images/s "
+                  f"(seed / fp32 / auto)", flush=True)
+    for lab in args.labs:
+        spec = data.DATASETS["fashion_mnist" if lab == "mnist_cnn_ensemble" else LABS[lab]]
+        if not args.data_dir or not spec.present(Path(args.data_dir) / spec.folder):
+            print(f"{lab}: {spec.title} is not in --data-dir: not timed", flush=True)
+            continue
+        labs[lab] = {precision: time_lab(lab, args.data_dir, precision)
+                     for precision in dict.fromkeys(["fp32", info["auto"]])}
+        print(f"{lab}: {labs[lab]}", flush=True)
+    section = table(info, measured, labs)
+    print(section)
+    if not args.no_write:
+        print(f"wrote {write(device.type, info, section, {'machine': info, 'models': measured, 'labs': labs})}")
+
+
+if __name__ == "__main__":
+    main()
