@@ -60,7 +60,7 @@ def report_number(lab: str, dataset: str, recipe: str, model: str):
 
 
 COLUMNS = ["lab", "dataset", "recipe", "model", "precision", "seeds", "test_accuracy_mean", "test_accuracy_sd",
-           "test_accuracy_min", "test_accuracy_max", "report", "wall_seconds_mean", "machine", "torch", "date"]
+           "test_accuracy_min", "test_accuracy_max", "report", "wall_seconds_median", "wall", "machine", "torch", "date"]
 
 
 def machine() -> str:
@@ -123,7 +123,7 @@ def rows(out: Path, labs: list) -> list:
                         "test_accuracy_sd": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
                         "test_accuracy_min": min(accuracies), "test_accuracy_max": max(accuracies),
                         "report": report_number(lab, dataset, recipe, model),
-                        "wall_seconds_mean": statistics.mean(r["wall_seconds"] for r in runs),
+                        "wall_seconds_median": statistics.median(r["wall_seconds"] for r in runs), "wall": "median",
                         "torch": runs[0]["env"]["torch"], "machine": machine(),
                         "date": max(str(r.get("finished", ""))[:10] for r in runs)})
     return table
@@ -139,6 +139,8 @@ def merged(table: list, earlier: Path, labs: list) -> list:
     for r in old:
         if key(r) in new or not int(r["seeds"] or 0):
             continue
+        if "wall_seconds_mean" in r:   # tables from before the median gave the mean
+            r["wall_seconds_median"], r["wall"] = r.pop("wall_seconds_mean"), "mean"
         r = {k: (float(v) if k.startswith(("test_accuracy", "wall_seconds")) or k == "report" and v else v)
              for k, v in r.items()}
         kept.append({**r, "seeds": int(r["seeds"]), "report": r["report"] or None,
@@ -177,7 +179,7 @@ def ensemble_gains(out: Path, labs: list) -> list:
 
 def to_markdown(table: list) -> str:
     lines = ["| lab | dataset | recipe | model | precision | test accuracy, mean ± sd (range) | seeds | the report | "
-             "wall time per run | machine, date |", "|---|---|---|---|---|---|---:|---:|---:|---|"]
+             "wall time per run (median) | machine, date |", "|---|---|---|---|---|---|---:|---:|---:|---|"]
     for r in table:
         if not r["seeds"]:
             paper = reported(r["lab"]).get("recipes", {})
@@ -190,7 +192,8 @@ def to_markdown(table: list) -> str:
         lines.append(f"| {r['lab']} | {r['dataset']} | {r['recipe']} | {r['model']} | {r['precision']} | "
                      f"{r['test_accuracy_mean']:.2f} ± {r['test_accuracy_sd']:.2f} % "
                      f"({r['test_accuracy_min']:.2f}-{r['test_accuracy_max']:.2f}) | {r['seeds']} | {report} | "
-                     f"{r['wall_seconds_mean']:.0f} s | {r['machine']}, {r['date']} |")
+                     f"{r['wall_seconds_median']:.0f} s{' (mean)' if r.get('wall') == 'mean' else ''} | "
+                     f"{r['machine']}, {r['date']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -223,7 +226,8 @@ def main() -> int:
                   f"`labs run` executions of the lab's notebook; the defaults were chosen on the validation "
                   f"split, the test set only reported. *the report*: the seed report's number for that model "
                   f"(for a lab's defaults, the report's best). Wall time: one whole run of the notebook "
-                  f"(all its models).\n\n")
+                  f"(all its models), the median over the seeds (a run may have shared the machine with other "
+                  f"work; benchmarks/results/speed-*.md times what speed claims rest on).\n\n")
         gains = ensemble_gains(out, list(LABS))
         extra = ("\nEnsembles against their best member, seed by seed (test accuracy):\n\n" + "\n".join(gains) + "\n"
                  if gains else "")

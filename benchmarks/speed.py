@@ -16,7 +16,9 @@ and, for the conv nets, training steps in fp32 and bf16 autocast, each in the de
 layout (what decides `auto` and the layout rule). Pipelines alternate; each one's best of --rounds counts.
 
 --labs also times one default `labs run` of each lab whose dataset is in the data folder (with -p precision
-fp32 and with the default auto, when they differ on this device). The same command runs unchanged on a CUDA
+fp32 and with the default auto, when they differ on this device); --lab-runs DIR instead reads the default runs
+that benchmarks/accuracy.py made (DIR/<lab>/<dataset>/default{,-fp32}/seed-N/results.json) and takes the median
+wall time over their seeds. The same command runs unchanged on a CUDA
 machine (Colab too) and writes speed-cuda.md there. The file keeps one section per machine: a run replaces
 its own machine's section.
 """
@@ -208,6 +210,22 @@ def measure_model(name: str, device, rounds: int, seconds: float, root_of) -> di
     return result
 
 
+def lab_runs(folder: Path) -> dict:
+    """Lab -> precision -> {seconds (median over seeds), accuracy (mean), seeds}, from benchmarks/accuracy.py's runs."""
+    import statistics
+    found = {}
+    for lab in LABS:
+        for recipe in ("default-fp32", "default"):
+            runs = [json.loads(p.read_text()) for p in sorted(folder.glob(f"{lab}/fashion_mnist/{recipe}/seed-*/results.json"))]
+            runs = [r for r in runs if r.get("status") == "ok"]
+            if runs:
+                found.setdefault(lab, {})[runs[0]["env"]["precision"]] = {
+                    "seconds": statistics.median(r["wall_seconds"] for r in runs), "seeds": len(runs),
+                    "accuracy": {n: statistics.mean(r["models"][n]["test_accuracy"] for r in runs)
+                                 for n in runs[0]["models"]}}
+    return found
+
+
 def time_lab(lab: str, data_dir: str, precision: str) -> float | None:
     """Wall seconds of one default `labs run` of `lab` (its dataset read from data_dir), or None if it failed."""
     extra = ["-p", "dataset", "fashion_mnist"] if lab == "mnist_cnn_ensemble" else []
@@ -256,13 +274,17 @@ def table(info: dict, measured: dict, labs: dict) -> str:
                 .replace("_contiguous", "")
             lines.append(f"| {name} | " + " | ".join(f"{r[k]:,.0f}" for k in keys) + f" | {best} |")
     if labs:
-        lines += ["", "Wall time of one default `labs run` (real data; lab 04 on FashionMNIST):", "",
-                  "| lab | precision | wall time | test accuracy |", "|---|---|---:|---|"]
+        lines += ["", "Wall time of a default `labs run` (real FashionMNIST; lab 04 takes it as its `dataset`), the "
+                      "median over its seeds where there were several, and its test accuracy (mean):", "",
+                  "| lab | precision | wall time | seeds | test accuracy |", "|---|---|---:|---:|---|"]
         for lab, runs in labs.items():
             for precision, r in runs.items():
                 accuracy = ", ".join(f"{n} {100 * a:.2f} %" for n, a in r["accuracy"].items()) if r else "failed"
-                lines.append(f"| {lab} | {precision} | {r['seconds']:.0f} s | {accuracy} |" if r else
-                             f"| {lab} | {precision} | | failed |")
+                lines.append(f"| {lab} | {precision} | {r['seconds']:.0f} s | {r.get('seeds', 1)} | {accuracy} |"
+                             if r else f"| {lab} | {precision} | | | failed |")
+            if {"fp32", "bf16"} <= runs.keys() and all(runs.values()):
+                lines.append(f"| {lab} | bf16 against fp32 | {runs['fp32']['seconds'] / runs['bf16']['seconds']:.2f}x "
+                             f"as fast | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -288,6 +310,8 @@ def main():
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--labs", nargs="*", default=[], choices=list(LABS),
                    help="also time one default run of these labs (their dataset must be in --data-dir)")
+    p.add_argument("--lab-runs", metavar="DIR", help="take the labs' wall times from benchmarks/accuracy.py's runs "
+                                                     "in DIR (e.g. outputs/accuracy) instead of timing new runs")
     p.add_argument("--data-dir", default=os.environ.get("LABS_DATA_DIR", ""))
     p.add_argument("--device", default="auto")
     p.add_argument("--rounds", type=int, default=2)
@@ -311,6 +335,8 @@ def main():
             print(f"{name}: training {r['train_seed']:,.0f} / {r['train_fp32']:,.0f} / {r['train_auto']:,.0f}, "
                   f"evaluation {r['eval_seed']:,.0f} / {r['eval_fp32']:,.0f} / {r['eval_auto']:,.0f} images/s "
                   f"(seed / fp32 / auto)", flush=True)
+    if args.lab_runs:
+        labs = lab_runs(Path(args.lab_runs))
     for lab in args.labs:
         spec = data.DATASETS["fashion_mnist" if lab == "mnist_cnn_ensemble" else LABS[lab]]
         if not args.data_dir or not spec.present(Path(args.data_dir) / spec.folder):

@@ -44,7 +44,7 @@ def breakdown(folder: Path) -> dict:
         kind = ("imports" if "import" in source and "labutils" in source else
                 "data" if "data.load(" in source else
                 "training" if "train.fit(" in source else
-                "figures" if "report.plot" in source else "other cells")
+                "figures" if "report.show_" in source or "report.plot" in source else "other cells")
         cells[kind] = cells.get(kind, 0.0) + duration
     cells["kernel start and notebook writes"] = total - sum(cells.values())
     start = time.perf_counter()

@@ -70,7 +70,8 @@ class Run:
         self.models[name] = self._entry(sum(count_parameters(m) for m, _, _ in members.values()), test,
                                         sum(f.train_samples_per_second for f in fits) / len(fits), history)
         for member, fit in zip(members, fits):
-            self.fits.setdefault(member, fit)
+            if not any(fit is known for known in self.fits.values()):   # a member trained above is there already
+                self.fits[member] = fit
         return self.models[name]
 
     @staticmethod

@@ -7,6 +7,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# pytest-xdist runs one test file per core: each worker (and the notebook kernels it starts) then gets its share of
+# the cores instead of every torch taking all of them and thrashing.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
 
 def labs(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
     """Run `python -m labutils ARGS` the way a user runs `labs`, capturing its output."""
@@ -18,6 +23,11 @@ def start_labs(*args, cwd=None) -> subprocess.Popen:
     """`labs ARGS` started in the background, its output captured."""
     return subprocess.Popen([sys.executable, "-m", "labutils", *map(str, args)], cwd=cwd or ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def one_line(proc) -> bool:
+    """A fault said the way users are promised: one line on stderr, no traceback."""
+    return proc.stderr.count("\n") == 1 and "Traceback" not in proc.stdout + proc.stderr
 
 
 def wait_for(condition, seconds: float) -> bool:

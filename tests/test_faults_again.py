@@ -1,26 +1,19 @@
-"""Faults, second round, each through `labs` as a user meets it: two runs in one folder, a full disk, damaged
-results files, diverged runs on resume, a scheduler without workers, SIGTERM, values given on the command line,
-splits too small to learn from, and what runs leave behind."""
+"""Faults, second round, each through `labs` as a user meets it: two runs in one folder and SIGTERM, a full disk,
+values given on the command line, splits too small to learn from, and what a failed rerun leaves behind
+(tests/test_faults_results.py has the rest)."""
 import json
-import re
 import resource
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
-import yaml
 
-from conftest import ROOT, labs, start_labs, wait_for
+from conftest import ROOT, labs, one_line, start_labs, wait_for
 from labutils import results
 
 SMALL = ["-p", "hidden", "[32, 32, 32]"]
-
-
-def one_line(proc):
-    return proc.stderr.count("\n") == 1 and "Traceback" not in proc.stdout + proc.stderr
 
 
 def whole(folder):
@@ -67,11 +60,17 @@ def run_with_file_limit(limit: int, out, *given):
 
 
 @pytest.fixture(scope="module")
-def sizes(tmp_path_factory):
-    """The sizes of a smoke run's files, to put the limit between them."""
-    out = tmp_path_factory.mktemp("sizes") / "run"
+def smoke_folder(tmp_path_factory):
+    """A smoke run's folder."""
+    out = tmp_path_factory.mktemp("smoke") / "run"
     assert labs("run", "mnist_mlp", "--smoke", *SMALL, "--output", out).returncode == 0
-    return {p.name: p.stat().st_size for p in out.iterdir()}
+    return out
+
+
+@pytest.fixture(scope="module")
+def sizes(smoke_folder):
+    """The sizes of a smoke run's files, to put the limit between them."""
+    return {p.name: p.stat().st_size for p in smoke_folder.iterdir()}
 
 
 def test_a_full_disk_early_in_a_run_is_one_line_and_leaves_only_whole_files(tmp_path, sizes):
@@ -108,111 +107,6 @@ def test_a_full_disk_late_in_a_run_is_not_ok_and_a_sweep_would_redo_it(tmp_path,
     assert not sweep.is_done(out, record["params"])
 
 
-# --- 3. results files that are valid JSON but not a run's record ----------------------------------
-
-BROKEN = ["[1, 2]", '"a string"', '{"models": "x"}',
-          '{"assignment": "mnist_mlp", "status": "ok", "params": {}, "models": {"mlp": {"test_accuracy": "0.9"}}}']
-
-
-def test_unusable_results_files_are_named_once_and_break_no_command(tmp_path):
-    for k, content in enumerate(BROKEN):
-        folder = tmp_path / "outputs" / "sweeps" / "s" / f"bad-{k}"
-        folder.mkdir(parents=True)
-        (folder / "results.json").write_text(content)
-    empty = tmp_path / "outputs" / "mnist_mlp" / "empty"
-    empty.mkdir(parents=True)
-    (empty / "results.json").write_text("{}")
-    sweep_dir = tmp_path / "outputs" / "sweeps" / "s"
-    (sweep_dir / "sweep.yaml").write_text("assignment: mnist_mlp\nruns: [{name: good}]\n")
-    good = sweep_dir / "good"
-    good.mkdir()
-    results.write(good / "results.json", results.build("mnist_mlp", {"lr": 0.1}, models={
-        "mlp": {"test_accuracy": 0.9, "test_loss": 0.3, "history": [{"epoch": 1, "val_accuracy": 0.9}]}}))
-
-    run = labs("run", "mnist_mlp", "--smoke", *SMALL, cwd=tmp_path)          # the index is rebuilt afterwards
-    assert run.returncode == 0 and "Traceback" not in run.stderr and "mnist_mlp: ok" in run.stdout
-    assert all(run.stderr.count(f"outputs/sweeps/s/bad-{k}/results.json") == 1 for k in range(len(BROKEN))), run.stderr
-    index = labs("index", tmp_path / "outputs")
-    assert index.returncode == 0 and index.stderr.count("labs: warning:") == len(BROKEN) + 1   # and the "{}"
-    assert "bad-0" not in (tmp_path / "outputs" / "index.html").read_text()
-    summary = labs("summary", sweep_dir)
-    assert summary.returncode == 0 and "1 runs: 1 ok" in summary.stdout and "Traceback" not in summary.stderr
-    assert summary.stderr.count("labs: warning:") == len(BROKEN)
-
-
-def test_a_sweep_redoes_a_run_whose_results_file_is_unusable(tmp_path):
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump({"assignment": "mnist_mlp", "params": {"hidden": [32, 32, 32]},
-                                    "runs": [{"name": "a"}]}))
-    (tmp_path / "out" / "a").mkdir(parents=True)
-    (tmp_path / "out" / "a" / "results.json").write_text('{"models": "x"}')
-    proc = labs("sweep", path, "--smoke", "--output", tmp_path / "out")
-    assert proc.returncode == 0 and "a: ok" in proc.stdout and "already done" not in proc.stdout
-    assert "is not a usable results.json" in proc.stderr and results.read(tmp_path / "out" / "a")["status"] == "ok"
-
-
-# --- 4. a diverged run is a result --------------------------------------------------------------
-
-def test_a_diverged_run_is_not_trained_again_on_resume_but_force_redoes_it(tmp_path):
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump({"assignment": "mnist_mlp", "params": {"hidden": [32, 32, 32], "optimizer": "sgd"},
-                                    "grid": {"lr": [1.0e+6]}}))
-    out = tmp_path / "out"
-    first = labs("sweep", path, "--smoke", "--output", out)
-    assert first.returncode == 1 and "lr-1e+06: diverged" in first.stdout
-    made = (out / "lr-1e+06" / "results.json").stat().st_mtime_ns
-    again = labs("sweep", path, "--smoke", "--output", out)
-    assert "1 of 1 runs already done: skipped" in again.stdout and "lr-1e+06: diverged" not in again.stdout
-    assert (out / "lr-1e+06" / "results.json").stat().st_mtime_ns == made
-    forced = labs("sweep", path, "--smoke", "--force", "--output", out)
-    assert "lr-1e+06: diverged" in forced.stdout and (out / "lr-1e+06" / "results.json").stat().st_mtime_ns > made
-
-
-# --- 5. a scheduler without workers; a sweep ended by SIGTERM ---------------------------------------
-
-def test_a_scheduler_without_workers_is_one_line_after_the_wait_and_the_lock_is_released(tmp_path):
-    from distributed import LocalCluster
-    path = tmp_path / "s.yaml"
-    path.write_text("assignment: mnist_mlp\nruns: [{name: a}]\n")
-    with LocalCluster(n_workers=0, host="127.0.0.1", scheduler_port=0, dashboard_address=None) as cluster:
-        began = time.time()
-        proc = labs("sweep", path, "--smoke", "--scheduler", cluster.scheduler_address, "--wait", "2",
-                    "--output", tmp_path / "out")
-    assert proc.returncode == 2 and one_line(proc) and time.time() - began < 60
-    assert f"The Dask scheduler at {cluster.scheduler_address} has no workers (waited 2 s)" in proc.stderr
-    assert f"dask worker {cluster.scheduler_address}" in proc.stderr and not (tmp_path / "out" / ".labs.lock").exists()
-
-
-def test_an_unreachable_scheduler_is_named_without_a_misleading_exception(tmp_path):
-    path = tmp_path / "s.yaml"
-    path.write_text("assignment: mnist_mlp\nruns: [{name: a}]\n")
-    proc = labs("sweep", path, "--smoke", "--scheduler", "tcp://127.0.0.1:9", "--output", tmp_path / "out")
-    assert proc.returncode == 2 and one_line(proc) and "Could not reach a Dask scheduler at tcp://127.0.0.1:9" in proc.stderr
-    assert "Error)" not in proc.stderr
-
-
-def test_a_sweep_ended_by_sigterm_ends_like_ctrl_c(tmp_path):
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump({"assignment": "mnist_mlp", "grid": {"epochs": [1, 300]}, "params": {
-        "hidden": [32, 32, 32], "synthetic": True, "n_train": 600, "n_test": 200}}))   # not --smoke: 300 epochs
-    out = tmp_path / "out"
-    proc = start_labs("sweep", path, "--workers", "1", "--output", out)
-    try:
-        assert wait_for(lambda: results.read(out / "epochs-1", warn=False) is not None
-                        and list((out / "epochs-300").glob("kernel-*.json")), 120)
-        family = psutil.Process(proc.pid).children(recursive=True)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130 and "finished runs are kept" in stderr
-    assert "Traceback" not in stderr and "leaked semaphore" not in stderr
-    assert wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family), 10)
-    assert (out / "summary.md").is_file() and "epochs-1" in (out / "summary.md").read_text()   # what finished
-    assert not (out / ".labs.lock").exists()
-    assert not [p for p in out.rglob("*") if p.name.startswith(("kernel-", ".report.partial", ".summary.partial"))]
-
-
 # --- 6. values the user gave ------------------------------------------------------------------
 
 def test_smoke_keeps_the_values_given_with_p_and_names_those_of_files_it_replaces(tmp_path):
@@ -237,36 +131,9 @@ def test_a_split_too_small_to_learn_from_is_refused_before_anything_runs(tmp_pat
 
 # --- 8. what runs leave behind ------------------------------------------------------------------
 
-def test_a_failed_rerun_into_a_folder_leaves_nothing_of_the_run_before(tmp_path):
-    out = tmp_path / "run"
-    assert labs("run", "mnist_mlp", "--smoke", *SMALL, "--output", out).returncode == 0
+def test_a_failed_rerun_into_a_folder_leaves_nothing_of_the_run_before(tmp_path, sizes, smoke_folder):
+    out = smoke_folder                                          # the sizes are taken: this folder may change now
     assert list(out.glob("*.png"))
     failed = labs("run", "mnist_mlp", "-p", "download", "false", "-p", "data_dir", tmp_path / "none", "--output", out)
     assert failed.returncode == 1 and results.read(out)["status"] == "failed"
     assert not list(out.glob("*.png")) and not list(out.glob("kernel-*"))      # a report never mixes two runs
-
-
-def fake(folder, assignment="mnist_mlp", synthetic=True, test_loss=0.3, status="ok"):
-    folder.mkdir(parents=True)
-    results.write(folder / "results.json", results.build(assignment, {"synthetic": synthetic}, status=status, models={
-        "m": {"test_accuracy": 0.5, "test_loss": test_loss, "history": [{"epoch": 1, "val_accuracy": 0.5}]}}))
-
-
-def test_labs_summary_refuses_a_folder_that_is_not_one_sweep(tmp_path):
-    fake(tmp_path / "runs" / "a")
-    fake(tmp_path / "runs" / "b", assignment="cifar10_cnn")
-    proc = labs("summary", tmp_path / "runs")
-    assert proc.returncode == 2 and one_line(proc) and "is not a sweep's folder (it has no sweep.yaml)" in proc.stderr
-    (tmp_path / "runs" / "sweep.yaml").write_text("assignment: mnist_mlp\nruns: [{name: a}]\n")
-    proc = labs("summary", tmp_path / "runs")
-    assert proc.returncode == 2 and "holds runs of cifar10_cnn, mnist_mlp" in proc.stderr
-
-
-def test_a_summary_says_synthetic_where_runs_were_and_writes_a_huge_loss_short(tmp_path):
-    from labutils import summary
-    fake(tmp_path / "s" / "real", synthetic=False)
-    fake(tmp_path / "s" / "smoke", synthetic=True, test_loss=3.4e44, status="diverged")
-    runs = summary.collect(tmp_path / "s")
-    assert "2 runs of mnist_mlp on the real dataset (1 of them on synthetic data)" in summary.heading("s", runs, [])
-    table = summary.to_markdown(summary.rows(runs), [])
-    assert "3.4e+44" in table and not re.search(r"\d{20}", table)

@@ -47,6 +47,7 @@ def test_wrong_types_are_refused(name, value, message):
     ("hidden", [512, 0], "hidden must be a list of layer widths"),
     ("device", "tpu", "device must be auto, cpu, cuda"),
     ("lr", float("nan"), "lr must be a finite number"),
+    ("precision", "fp16", "precision must be one of auto, fp32, bf16"),
 ])
 def test_out_of_range_values_are_refused(name, value, message):
     assert message in error_of(**{name: value})

@@ -116,3 +116,17 @@ def test_labs_list_shows_each_parameter_with_type_default_and_help():
                for line in proc.stdout.splitlines())
     assert "params/mnist_mlp/seed.yaml" in proc.stdout
     assert "mnist_mlp" in labs("list").stdout
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_smoke_run_in_each_precision_learns_and_records_it(tmp_path, precision):
+    folder = tmp_path / "run"
+    proc = labs("run", "fashion_fcn_vs_lenet", "--smoke", "-p", "models", "[lenet5]", "-p", "precision", precision,
+                "--output", folder)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    results = json.loads((folder / "results.json").read_text())
+    assert results["env"]["precision"] == precision and results["params"]["precision"] == precision
+    assert results["env"]["layout"] == {"lenet5": "channels_last"}                # the CPU's layout rule
+    assert results["models"]["lenet5"]["test_accuracy"] > 0.5                      # chance is 0.1
+    html = (folder / "report.html").read_text()
+    assert f"Forward passes in <strong>{precision}</strong>" in html and "channels-last" in html

@@ -29,8 +29,8 @@ def test_history_has_one_row_per_epoch_with_the_contract_keys(tiny_mnist):
 def test_evaluation_runs_in_eval_mode_and_restores_training_mode(tiny_mnist):
     model = small_mlp(dropout=0.5)
     model.train()
-    first = train.evaluate(model, tiny_mnist.val)
-    second = train.evaluate(model, tiny_mnist.val)
+    first = train.evaluate(model, tiny_mnist.val, precision="fp32")
+    second = train.evaluate(model, tiny_mnist.val, precision="fp32")
     assert model.training                                  # mode given back
     assert first.loss == second.loss                       # dropout off: deterministic
     model.eval()
@@ -180,3 +180,36 @@ def test_test_time_augmentation_averages_an_image_and_its_mirror(tiny_mnist):
     expected = ((LeftHalf()(x) + LeftHalf()(x.flip(3))) / 2).softmax(1)
     assert torch.allclose(tta.probabilities, expected, atol=1e-6)
     assert tta.single_view_accuracy == plain.accuracy and plain.single_view_accuracy is None
+
+
+@pytest.mark.parametrize("device, capability, flags, native", [
+    ("cuda", (8, 0), (), True), ("cuda", (9, 0), (), True), ("cuda", (7, 5), (), False),     # Ampere on; Turing not
+    ("cpu", (0, 0), ("avx2", "avx512f", "amx_tile", "amx_bf16"), True),                    # Intel Xeon with AMX
+    ("cpu", (0, 0), ("avx2", "avx512f", "avx512_bf16"), True),                             # AMD Zen 4
+    ("cpu", (0, 0), ("avx2", "avx512f"), False), ("cpu", (0, 0), (), False),
+    ("mps", (0, 0), ("amx_bf16",), False),
+])
+def test_auto_precision_is_bf16_exactly_where_the_hardware_computes_it_natively(device, capability, flags, native):
+    assert train.native_bf16(device, capability, frozenset(flags)) is native
+
+
+def test_precision_is_auto_fp32_or_bf16_and_auto_follows_this_cpus_flags():
+    cpu = torch.device("cpu")
+    assert train.precision_for(cpu, "fp32") == "fp32" and train.precision_for(cpu, "bf16") == "bf16"
+    expected = "bf16" if {"amx_bf16", "avx512_bf16"} & train.cpu_flags() else "fp32"
+    assert train.precision_for(cpu, "auto") == expected
+    with pytest.raises(LabsError, match="Unknown precision 'fp16' .did you mean 'bf16'..; choose one of auto, fp32"):
+        train.precision_for(cpu, "fp16")
+    with pytest.raises(LabsError, match="bf16 is not available on Apple's mps"):
+        train.precision_for(torch.device("mps"), "bf16")
+
+
+def test_bf16_runs_the_forward_pass_in_bf16_and_keeps_weights_and_losses_fp32(tiny_mnist):
+    model = small_mlp()
+    seen = []
+    model[1].register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    fit = train.fit(model, tiny_mnist, train.Recipe(epochs=2, batch_size=32, precision="bf16"), progress=False)
+    assert seen[0] == torch.bfloat16 and fit.precision == "bf16"
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert isinstance(fit.history[-1]["train_loss"], float) and fit.history[-1]["val_accuracy"] > 0.6   # chance 0.1
+    assert train.evaluate(model, tiny_mnist.test, precision="bf16").accuracy > 0.6
