@@ -86,7 +86,7 @@ def against_report(accuracies: dict, reported_numbers: dict, source: str = "the 
     below = [n for n in shared if 100 * accuracies[n] < reported_numbers[n]]
     verdict = (f"every model beats {source}" if not below and len(shared) > 1 else
                f"{shared[0]} beats {source}" if not below else
-               f"{' and '.join(below)} stay{'s' if len(below) == 1 else ''} below {source} in this run")
+               f"{_names(below).replace('**', '')} stay{'s' if len(below) == 1 else ''} below {source} in this run")
     return f"Against {source}: {'; '.join(parts)}: {verdict}."
 
 
