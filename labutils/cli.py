@@ -35,9 +35,10 @@ def _run(args) -> int:
     from .params import load_yaml, parse_value, resolve
     from .runner import describe_outcome, new_folder, run
     overrides = {name: parse_value(value) for name, value in args.p}
-    params = resolve(args.assignment, args.f, overrides, smoke=args.smoke)   # validated here, once
+    files = [load_yaml(f) for f in args.f]
+    params = resolve(args.assignment, files, overrides, smoke=args.smoke)   # validated here, once
     if args.smoke:
-        given = {k: v for f in args.f for k, v in load_yaml(f).items() if k not in overrides}
+        given = {k: v for values in files for k, v in values.items() if k not in overrides}
         replaced = [f"{k} {given[k]!r} by {params[k]!r}" for k in given if k in params and params[k] != given[k]]
         if replaced:
             print(f"--smoke replaces {', '.join(replaced)} from your files (give a value with -p to keep it)")

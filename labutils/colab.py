@@ -12,7 +12,6 @@ from .results import write_atomic
 
 INSTALL_TAG = "colab-install"    # the tag of each notebook's install cell
 BADGE = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-GPU_LABS = ("cifar10_cnn", "mnist_cnn_ensemble")   # these ask Colab for a GPU runtime in their metadata
 
 
 def project() -> tuple:

@@ -222,7 +222,8 @@ def combine(assignment: str, layers: list, smoke: bool = False, params: dict | N
 
 
 def resolve(assignment: str, files=(), overrides: dict | None = None, smoke: bool = False) -> dict:
-    """The parameters of `labs run`: parameter files in order, then single overrides, which --smoke keeps as
-    given (see combine)."""
+    """The parameters of `labs run`: parameter files (paths, or their values already read) in order, then single
+    overrides, which --smoke keeps as given (see combine)."""
     overrides = overrides or {}
-    return combine(assignment, [*(load_yaml(f) for f in files), overrides], smoke, keep=overrides.keys())
+    layers = [f if isinstance(f, dict) else load_yaml(f) for f in files]
+    return combine(assignment, [*layers, overrides], smoke, keep=overrides.keys())

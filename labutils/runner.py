@@ -174,8 +174,6 @@ def execute(source: Path, target: Path, parameters: dict, stream: bool = False) 
     except OSError as e:    # papermill could not write the notebook: a full disk, ...
         raise OSError(e.errno, e.strerror, str(target)) from None
     except Exception as e:  # the kernel died, could not start, the notebook could not be saved ...
-        if "No space left" in str(e) or "File too large" in str(e):
-            raise OSError(errno.ENOSPC, "No space left on device", str(target)) from None
         error = f"the notebook could not run: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     finally:
         try:

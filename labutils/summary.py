@@ -244,9 +244,9 @@ def show_table(runs: dict, reference: dict, notes: dict) -> None:
 
 def show_metric(runs: dict, metric: str, reference: dict) -> None:
     """`metric` against each varied parameter (the seed aside)."""
-    names = varied(runs)
+    names, table = varied(runs), rows(runs)
     for parameter in (v for v in names if v != "seed"):
-        plot_metric(rows(runs), parameter, names, metric, reference)
+        plot_metric(table, parameter, names, metric, reference)
 
 
 def show_best(runs: dict) -> None:

@@ -5,7 +5,7 @@ import functools
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy
@@ -47,20 +47,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def cpu_flags() -> set:
-    """The CPU's feature flags (Linux; empty elsewhere)."""
+@functools.cache
+def cpu_flags() -> frozenset:
+    """The CPU's feature flags (Linux; empty elsewhere), read once."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
-    return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+        return frozenset()
+    return frozenset(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
 
 
 def native_bf16(device_type: str, capability: tuple = (0, 0), flags: frozenset = frozenset()) -> bool:
     """Whether a device computes bf16 matrix products natively: CUDA GPUs from Ampere on (capability 8.0); CPUs
     with AMX's bf16 tiles (Intel Xeon from Sapphire Rapids on) or AVX512-BF16 (AMD Zen 4 and later, Intel Cooper
-    Lake): on the Zen 4 measured, bf16 trained the conv nets 1.7-1.9x and the MLP 1.6x as fast as fp32
-    (benchmarks/results/speed-cpu.md)."""
+    Lake): on the Zen 4 measured (benchmarks/results/speed-cpu.md), bf16 trained model2, model3 and the ensemble's
+    CNN 1.4-2.2x and the MLP 1.7x as fast as fp32, and the two LeNet-5s about as fast."""
     if device_type == "cuda":
         return capability[0] >= 8
     return device_type == "cpu" and bool({"amx_bf16", "avx512_bf16"} & set(flags))
@@ -75,7 +76,7 @@ def precision_for(device: torch.device, precision: str = "auto") -> str:
             raise LabsError("precision bf16 is not available on Apple's mps; use precision 'fp32' or 'auto'.")
         return precision
     capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else (0, 0)
-    return "bf16" if native_bf16(device.type, capability, frozenset(cpu_flags())) else "fp32"
+    return "bf16" if native_bf16(device.type, capability, cpu_flags()) else "fp32"
 
 
 def autocast(device: torch.device, precision: str):
@@ -86,7 +87,7 @@ def autocast(device: torch.device, precision: str):
 def channels_last(model: nn.Module, device: torch.device) -> bool:
     """Whether `model` runs faster in the channels-last memory layout on `device`: conv nets on CUDA; on a CPU,
     conv nets unless batch norm has few channels there (benchmarks/results/speed-cpu.md: the modified LeNet-5,
-    with 6- and 16-channel batch norm, is slower so on the AMD and the Intel CPUs measured)."""
+    with 6- and 16-channel batch norm, is slower so, in fp32 and in bf16, on the AMD EPYC measured)."""
     layers = list(model.modules())
     if device.type == "cuda":
         return any(isinstance(m, nn.Conv2d) for m in layers)
@@ -233,10 +234,6 @@ class Recipe:
     def _repr_markdown_(self) -> str:
         from .analysis import describe_recipe
         return describe_recipe(self)
-
-    def settings(self) -> dict:
-        """The recipe as plain values (the augmentation in words), e.g. for a table."""
-        return {**asdict(self), "augment": str(self.augment or "no augmentation")}
 
 
 # --- the loop -------------------------------------------------------------------------------

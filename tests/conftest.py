@@ -30,6 +30,30 @@ def one_line(proc) -> bool:
     return proc.stderr.count("\n") == 1 and "Traceback" not in proc.stdout + proc.stderr
 
 
+def kernels(pid: int) -> list:
+    """The notebook kernels among a process's descendants (processes that end while being looked at are skipped)."""
+    import psutil
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if "ipykernel" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            pass
+    return found
+
+
+def all_ended(processes) -> bool:
+    """Whether every one of `processes` has ended (zombies count as ended)."""
+    import psutil
+    def running(p):
+        try:
+            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+    return not any(running(p) for p in processes)
+
+
 def wait_for(condition, seconds: float) -> bool:
     """Poll `condition` until it holds or `seconds` have passed; its last value."""
     import time

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import labs, start_labs, wait_for
+from conftest import all_ended, kernels, labs, start_labs, wait_for
 from labutils import data, results
 
 
@@ -139,13 +139,11 @@ def test_a_killed_sweep_leaves_no_worker_or_kernel_running(tmp_path):
     out = tmp_path / "out"
     proc = start_sweep(tmp_path, out, runs=2)
     parent = psutil.Process(proc.pid)
-    kernels = lambda: [p for p in parent.children(recursive=True) if "ipykernel" in " ".join(p.cmdline())]
-    assert wait_for(lambda: len(kernels()) >= 1, 120), "no notebook kernel started"
+    assert wait_for(lambda: len(kernels(proc.pid)) >= 1, 120), "no notebook kernel started"
     family = parent.children(recursive=True)                   # workers and their kernels
     os.kill(proc.pid, signal.SIGKILL)                          # killed outright: no chance to clean up
     proc.communicate(timeout=10)
-    assert wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family), 10), \
-        [" ".join(p.cmdline()) for p in family if p.is_running()]
+    assert wait_for(lambda: all_ended(family), 10), [p.pid for p in family if p.is_running()]
     # made again, the sweep takes over the stale lock and clears what the killed runs left in their folders
     again = labs("sweep", sweep_file(tmp_path, runs=2), "--smoke", "--workers", "2", "--output", out)
     assert again.returncode == 0, again.stdout + again.stderr

@@ -7,10 +7,9 @@ import signal
 import subprocess
 import sys
 
-import psutil
 import pytest
 
-from conftest import ROOT, labs, one_line, start_labs, wait_for
+from conftest import ROOT, all_ended, kernels, labs, one_line, start_labs, wait_for
 from labutils import results
 
 SMALL = ["-p", "hidden", "[32, 32, 32]"]
@@ -36,13 +35,13 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_sigterm_ends_the_first
         second = labs("run", "mnist_mlp", "--smoke", *SMALL, "--output", out)
         assert second.returncode == 2 and one_line(second)
         assert str(out) in second.stderr and f"another `labs run` (process {first.pid}" in second.stderr
-        kernel = [p for p in psutil.Process(first.pid).children(recursive=True) if "ipykernel" in " ".join(p.cmdline())]
+        kernel = kernels(first.pid)
         first.send_signal(signal.SIGTERM)                       # `timeout`, a closed terminal: like Ctrl-C
         stdout, stderr = first.communicate(timeout=60)
     finally:
         first.kill()
     assert first.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
-    assert wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in kernel), 10)
+    assert wait_for(lambda: all_ended(kernel), 10)
     assert json.loads((out / "results.json").read_text())["status"] == "failed"
     leftovers = [p.name for p in out.iterdir() if p.name.startswith(("kernel-", ".labs", ".report"))]
     assert leftovers == []                                      # no lock, no connection file, no partial report

@@ -7,7 +7,7 @@ import time
 import psutil
 import yaml
 
-from conftest import labs, one_line, start_labs, wait_for
+from conftest import all_ended, labs, one_line, start_labs, wait_for
 from labutils import results
 
 SMALL = ["-p", "hidden", "[32, 32, 32]"]
@@ -110,7 +110,7 @@ def test_a_sweep_ended_by_sigterm_ends_like_ctrl_c(tmp_path):
         proc.kill()
     assert proc.returncode == 130 and "finished runs are kept" in stderr
     assert "Traceback" not in stderr and "leaked semaphore" not in stderr
-    assert wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family), 10)
+    assert wait_for(lambda: all_ended(family), 10)
     assert (out / "summary.md").is_file() and "epochs-1" in (out / "summary.md").read_text()   # what finished
     assert not (out / ".labs.lock").exists()
     assert not [p for p in out.rglob("*") if p.name.startswith(("kernel-", ".report.partial", ".summary.partial"))]
