@@ -29,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from labutils import LabsError, data, params, results, runner, sweep  # noqa: E402
+from labutils import LabsError, data, results  # noqa: E402
+from labs import params, runner, sweep  # noqa: E402
 from labutils.reported import reported  # noqa: E402
 
 # lab -> (dataset, [(recipe name, parameter files, overrides)]); the seed*.yaml presets are the reports' recipes

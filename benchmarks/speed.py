@@ -231,7 +231,7 @@ def time_lab(lab: str, data_dir: str, precision: str) -> float | None:
     extra = ["-p", "dataset", "fashion_mnist"] if lab == "mnist_cnn_ensemble" else []
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "labutils", "run", lab, "-p", "data_dir", data_dir, "-p",
+        proc = subprocess.run([sys.executable, "-m", "labs", "run", lab, "-p", "data_dir", data_dir, "-p",
                                "download", "false", "-p", "precision", precision, *extra, "--output", out],
                               cwd=ROOT, capture_output=True, text=True)
         seconds = time.perf_counter() - start

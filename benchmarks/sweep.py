@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from labutils import runner, sweep
+from labs import runner, sweep
 
 
 def sweep_file(folder: Path, runs: int) -> Path:

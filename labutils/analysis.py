@@ -156,8 +156,8 @@ def extremes(histories: dict, loss_scale: float = 1.0) -> str:
         rows = [r for r in history if r.get("test_loss") is not None]
         low, high, last = min(rows, key=lambda r: r["test_loss"]), max(rows, key=lambda r: r["test_accuracy"]), rows[-1]
         at = "iteration" if "iteration" in last else "epoch"
-        lines.append(f"| {name} | {loss_scale * low['test_loss']:.4g} ({low[at]:,}) | {pct(low['test_accuracy'])} | "
-                     f"{pct(high['test_accuracy'])} ({high[at]:,}) | {loss_scale * high['test_loss']:.4g} | "
+        lines.append(f"| {name} | {loss_scale * low['test_loss']:.4f} ({low[at]:,}) | {pct(low['test_accuracy'])} | "
+                     f"{pct(high['test_accuracy'])} ({high[at]:,}) | {loss_scale * high['test_loss']:.4f} | "
                      f"{pct(last['test_accuracy'])} |")
     return "\n".join(lines)
 
@@ -173,27 +173,27 @@ def most_confused(confusion, classes, k: int = 5) -> list:
     return [(classes[i // n], classes[i % n], c) for c, i in zip(counts.tolist(), flat.tolist()) if c > 0]
 
 
-def confusions(confusion, classes, k: int = 3, whose: str = "The") -> str:
-    """The k most frequent mistakes of a confusion matrix (rows: true class), and their share of all mistakes;
-    `whose` starts the sentence ("The", "**lenet5**'s")."""
+def confusions(confusion, classes, k: int = 3, name: str = "") -> str:
+    """The k most frequent mistakes of a confusion matrix (rows: true class) of model `name` (if given), and their
+    share of all mistakes."""
     errors = int(torch.as_tensor(confusion).sum() - torch.as_tensor(confusion).trace())
     if not errors:
-        return f"{whose} model misclassified no test image." if whose != "The" else "No test image was misclassified."
+        return f"**{name}** misclassified no test image." if name else "No test image was misclassified."
     pairs = most_confused(confusion, classes, k)
     listed = ", ".join(f"{true} taken for {predicted} ({count})" for true, predicted, count in pairs)
     share = sum(c for *_, c in pairs) / errors
-    n = len(classes)
-    return (f"{whose} most frequent mistakes: {listed}; these {len(pairs)} of the {n * (n - 1)} possible confusions "
-            f"make {share:.0%} of the {errors:,} errors.")
+    n, whose = len(classes), f"**{name}**'s" if name else "The"
+    return (f"{whose} most frequent mistakes: {listed}; these "
+            f"{len(pairs)} of the {n * (n - 1)} possible confusions make {share:.0%} of the {errors:,} errors.")
 
 
 def mistakes_table(models: dict, classes, k: int = 4) -> str:
-    """Markdown: each model's k most frequent mistakes."""
-    lines = ["| model | true class | predicted as | images |", "|---|---|---|---:|"]
-    for name, m in models.items():
-        lines += [f"| {name} | {true} | {predicted} | {count} |"
-                  for true, predicted, count in most_confused(m["confusion_matrix"], classes, k)]
-    return "\n".join(lines)
+    """Markdown: each model's k most frequent mistakes (or that there were none)."""
+    rows = [f"| {name} | {true} | {predicted} | {count} |" for name, m in models.items()
+            for true, predicted, count in most_confused(m["confusion_matrix"], classes, k)]
+    if not rows:
+        return "No test image was misclassified."
+    return "\n".join(["| model | true class | predicted as | images |", "|---|---|---|---:|", *rows])
 
 
 # --- the recipe, and lab 02's comparison ----------------------------------------------------
@@ -305,7 +305,7 @@ def sentences(run, classes) -> list:
                      + ", ".join(f"{n} {pct(a)}" for n, a in single.items()) + ".")
     lines += [learning_curve(n, m["history"]) for n, m in models.items() if n not in run.ensembles]
     focus = next(iter(run.ensembles), None) or best or next(iter(models))
-    lines.append(confusions(models[focus]["confusion_matrix"], classes, whose=f"**{focus}**'s"))
+    lines.append(confusions(models[focus]["confusion_matrix"], classes, name=focus))
     if paper.get("published"):
         lines.append(f"*Published results for such networks, for scale (not measured here): {paper['published']}.*")
     return [line for line in lines if line]

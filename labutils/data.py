@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from . import LabsError
-from .vocab import plural
+from . import LabsError, in_notebook
+from .vocab import SYNTHETIC_IMAGES, plural
 
 
 def data_dir(path: str = "") -> Path:
@@ -223,7 +223,8 @@ def fetch(name: str, path: str = "") -> Path:
 def _missing(spec: Dataset, root: Path, what: str) -> str:
     return (f"{spec.title} is not in {root / spec.folder} and {what}. Put {', '.join(spec.files)} there by hand "
             f"(downloaded elsewhere), point data_dir or LABS_DATA_DIR at a folder that has them, "
-            f"or run with --smoke to use synthetic data.")
+            f"or {'set `synthetic = True` in the parameters cell' if in_notebook() else 'run with --smoke'} to "
+            f"use synthetic data.")
 
 
 # --- synthetic data -----------------------------------------------------------------------
@@ -302,7 +303,7 @@ def load(name: str, path: str = "", *, download: bool = True, synthetic: bool = 
     spec = _dataset(name)
     if synthetic:
         with tempfile.TemporaryDirectory() as tmp:
-            arrays = spec.read(write_synthetic(name, tmp, n_train or 1000, n_test or 500, seed) / spec.folder,
+            arrays = spec.read(write_synthetic(name, tmp, n_train or SYNTHETIC_IMAGES[0], n_test or SYNTHETIC_IMAGES[1], seed) / spec.folder,
                                 len(spec.classes))
         source = "synthetic"
     else:
@@ -395,6 +396,15 @@ class Shuffled:
 
     def __init__(self, split: Split):
         self.split, self.order, self.at = split, None, 0
+
+    def count(self, sizes) -> int:
+        """How many images takes of these sizes would give, from where the stream is now (nothing is drawn)."""
+        at, n, total = self.at if self.order is not None else len(self.split), len(self.split), 0
+        for size in sizes:
+            at = 0 if at >= n else at
+            total += min(size, n - at)
+            at += size
+        return total
 
     def take(self, size: int) -> tuple:
         if self.order is None or self.at >= len(self.order):

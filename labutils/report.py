@@ -13,31 +13,28 @@ from IPython.display import Image, Markdown, display
 from . import analysis, results as results_file
 from .models import count_parameters, summary
 from .style import legend_outside
-from .train import precision_for
+from .parameters import check_notebook
+from .train import pick_device, precision_for
 from .vocab import label
 
 
 # --- a run's record -----------------------------------------------------------------------
 
-def notebook_parameters(namespace: dict) -> dict:
-    """The notebook's parameters, taken from its namespace right after the parameters cell: JSON-friendly globals.
+def start(assignment: str, namespace: dict, gpu_advice: str = "") -> "Run":
+    """A notebook's first step: check its parameters (the globals the parameters cell set) by the rules `labs`
+    uses, refusing a bad one in one line before anything runs; pick the device (train.pick_device); show both.
 
-    output_dir is left out: where a run is written is not a parameter of the experiment.
+    output_dir, where `labs` writes the run, is kept apart: it is not a parameter of the experiment.
+    gpu_advice: for a notebook meant for a GPU, what to lower when it runs on a CPU on real data.
     """
-    skip = {"In", "Out", "exit", "quit", "get_ipython", "output_dir"}
-    return {k: v for k, v in namespace.items() if not k.startswith("_") and k not in skip
-            and isinstance(v, (bool, int, float, str, list, dict, type(None)))}
-
-
-def start(assignment: str, namespace: dict, device) -> "Run":
-    """Begin a notebook's run: its parameters (the globals set by the parameters cell) and where it writes
-    (output_dir); shows them as a table."""
-    params = notebook_parameters(namespace)
-    run = Run(assignment, params, device, namespace.get("output_dir", ""))
+    params = check_notebook(assignment, namespace)
+    output_dir = params.pop("output_dir", "")
+    device = pick_device(params.get("device", "auto"), "" if params.get("synthetic") else gpu_advice)
+    run = Run(assignment, params, device, output_dir)
     shown = dict(params)
     if "precision" in shown:
-        shown["precision"] = f"{params['precision']} ({precision_for(torch.device(device), params['precision'])} here)"
-    display(Markdown(f"Running on **{torch.device(device)}** with these parameters:\n\n" + parameter_table(shown)))
+        shown["precision"] = f"{params['precision']} ({precision_for(device, params['precision'])} here)"
+    display(Markdown(f"Running on **{device}** with these parameters:\n\n" + parameter_table(shown)))
     return run
 
 
@@ -51,7 +48,7 @@ class Run:
         self.started = time.perf_counter()
         self.models, self.fits, self.evaluations, self.layers, self.ensembles = {}, {}, {}, {}, {}
 
-    def add(self, name: str, model, fit, test) -> dict:
+    def add(self, name: str, model, fit, test) -> None:
         """Record a trained model: parameters, work per image, test evaluation, training history and speed."""
         shape = summary(model, test.input_shape)
         self.fits[name], self.evaluations[name], self.layers[name] = fit, test, shape["layers"]
@@ -59,9 +56,8 @@ class Run:
         self.models[name]["macs_per_image"] = shape["macs"]
         print(f"{name}: test accuracy {test.accuracy:.2%}, test loss {test.loss:.4f}, "
               f"{fit.train_samples_per_second:,.0f} training images per second")
-        return self.models[name]
 
-    def add_ensemble(self, name: str, members: dict, test, history=()) -> dict:
+    def add_ensemble(self, name: str, members: dict, test, history=()) -> None:
         """Record models whose predictions were averaged; members: {label: (model, fit, test)}. Their parameters
         are summed, their training speed averaged; `history` is the ensemble's own (see train.ensemble_history)."""
         fits = [fit for _, fit, _ in members.values()]
@@ -72,7 +68,6 @@ class Run:
         for member, fit in zip(members, fits):
             if not any(fit is known for known in self.fits.values()):   # a member trained above is there already
                 self.fits[member] = fit
-        return self.models[name]
 
     @staticmethod
     def _entry(parameters: int, test, speed: float, history) -> dict:

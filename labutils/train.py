@@ -290,7 +290,8 @@ def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", wa
         stop, began = min(start + plan.every, plan.total), time.perf_counter()
         where = (f"iteration {stop:,}/{plan.total:,}" if plan.staged else
                  f"epoch {start // plan.every + 1}/{recipe.epochs}")
-        bar = Bar(sum(plan.values(i)[1] for i in range(start, stop)), f"{name} {where}") if progress else None
+        sizes = [plan.values(i)[1] for i in range(start, stop)]
+        bar = Bar(stream.count(sizes), f"{name} {where}") if progress else None
         model.train()
         total_loss = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
@@ -350,13 +351,13 @@ def _check_learned(result: Fit, name: str, n_classes: int) -> None:
 
 
 def progress_line(where: str, row: dict, per_second: float) -> str:
-    """One line per evaluation, kept in the report: where training is, its losses and accuracies, its speed."""
-    line = f"{where}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.2%}"
+    """One line per evaluation, kept in the report and short enough not to wrap: where training is, the loss and
+    accuracy of training and validation (a watched test split stays out: it is for the curves), the learning rate,
+    the time and speed."""
+    line = f"{where}  train {row['train_loss']:.4f} {row['train_accuracy']:.2%}"
     if row["val_loss"] is not None:
-        line += f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.2%}"
-    if "test_loss" in row:
-        line += f" | test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.2%}"
-    return line + f" | lr {row['lr']:.2e} | {row['seconds']:.1f} s, {per_second:,.0f} img/s"
+        line += f"  val {row['val_loss']:.4f} {row['val_accuracy']:.2%}"
+    return line + f"  lr {row['lr']:.1e}  {row['seconds']:.1f} s, {per_second:,.0f} img/s"
 
 
 # --- evaluation and ensembles ---------------------------------------------------------------

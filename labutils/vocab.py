@@ -4,6 +4,7 @@ before a notebook starts (tests/test_params.py keeps the two in step)."""
 
 import difflib
 import math
+import reprlib
 
 from . import LabsError
 
@@ -15,6 +16,11 @@ ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "elu")
 POOLS = ("max", "avg", "mixed")
 PRECISIONS = ("auto", "fp32", "bf16")
 STAGE_KEYS = ("iterations", "lr", "batch_size", "l2")
+LAB_MODELS = {"fashion_fcn_vs_lenet": ("fcn", "lenet5", "lenet5_modified"),   # the `models` a lab can train
+              "cifar10_cnn": ("lenet5", "model2", "model3")}
+DATASET_OF = {"mnist_mlp": "mnist", "fashion_fcn_vs_lenet": "fashion_mnist", "cifar10_cnn": "cifar10"}  # lab 04: `dataset`
+TRAIN_IMAGES = {"mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000}   # the real training sets
+SYNTHETIC_IMAGES = (1000, 500)   # training and test images of synthetic data when n_train, n_test are 0
 
 ALIASES = {"learning_rate": "lr", "wd": "weight_decay", "l2": "weight_decay", "bs": "batch_size",
            "epoch": "epochs", "num_epochs": "epochs", "hidden_layers": "hidden", "drop_rate": "dropout"}
@@ -30,12 +36,22 @@ def did_you_mean(name: str, known) -> str:
 def check_choice(what: str, value, choices) -> None:
     """Refuse a value that is not one of `choices`, in one line."""
     if value not in choices:
-        raise LabsError(f"Unknown {what} {value!r}{did_you_mean(str(value), choices)}; "
+        raise LabsError(f"Unknown {what} {shown(value)}{did_you_mean(str(value)[:100], choices)}; "
                         f"choose one of {', '.join(choices)}.")
 
 
 def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def shown(value, width: int = 80) -> str:
+    """A value as an error message shows it: its repr, cut to `width` characters (a value from a file may be huge)."""
+    text = _short.repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+_short = reprlib.Repr()
+_short.maxlevel, _short.maxlist, _short.maxdict, _short.maxstring, _short.maxother = 3, 8, 6, 60, 60
 
 
 def check_stages(stages) -> None:
@@ -45,17 +61,17 @@ def check_stages(stages) -> None:
                         "[{iterations: 1000, lr: [0.001, 0.0001], batch_size: 100, l2: 0}].")
     for k, stage in enumerate(stages, 1):
         if not isinstance(stage, dict):
-            raise LabsError(f"stage {k} must be a mapping of {', '.join(STAGE_KEYS)}, not {stage!r}.")
+            raise LabsError(f"stage {k} must be a mapping of {', '.join(STAGE_KEYS)}, not {shown(stage)}.")
         for key in stage:
             if key not in STAGE_KEYS:
-                raise LabsError(f"stage {k}: unknown key {key!r}{did_you_mean(str(key), STAGE_KEYS)}; "
+                raise LabsError(f"stage {k}: unknown key {shown(key)}{did_you_mean(str(key)[:100], STAGE_KEYS)}; "
                                 f"a stage has {', '.join(STAGE_KEYS)}.")
         for key in STAGE_KEYS:
             if key not in stage:
                 raise LabsError(f"stage {k}: the key {key!r} is missing; a stage has {', '.join(STAGE_KEYS)}.")
         iterations = stage["iterations"]
         if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
-            raise LabsError(f"stage {k}: iterations must be a whole number of at least 1, not {iterations!r}.")
+            raise LabsError(f"stage {k}: iterations must be a whole number of at least 1, not {shown(iterations)}.")
         for key, test, allowed in (("lr", lambda v: v > 0, "greater than 0"),
                                    ("batch_size", lambda v: v >= 1, "at least 1"),
                                    ("l2", lambda v: v >= 0, "0 or more")):
@@ -64,9 +80,9 @@ def check_stages(stages) -> None:
             numbers = list(value) if pair else [value]
             if pair and len(numbers) != 2 or not all(map(_number, numbers)):
                 raise LabsError(f"stage {k}: {key} must be a number or a [start, end] pair of numbers, "
-                                f"not {value!r}.")
+                                f"not {shown(value)}.")
             if not all(test(v) for v in numbers):
-                raise LabsError(f"stage {k}: {key} must be {allowed}, not {value!r}.")
+                raise LabsError(f"stage {k}: {key} must be {allowed}, not {shown(value)}.")
 
 
 def label(value) -> str:

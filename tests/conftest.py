@@ -15,13 +15,13 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
 
 def labs(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
     """Run `python -m labutils ARGS` the way a user runs `labs`, capturing its output."""
-    return subprocess.run([sys.executable, "-m", "labutils", *map(str, args)], cwd=cwd or ROOT, text=True,
+    return subprocess.run([sys.executable, "-m", "labs", *map(str, args)], cwd=cwd or ROOT, text=True,
                           capture_output=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def start_labs(*args, cwd=None) -> subprocess.Popen:
     """`labs ARGS` started in the background, its output captured."""
-    return subprocess.Popen([sys.executable, "-m", "labutils", *map(str, args)], cwd=cwd or ROOT,
+    return subprocess.Popen([sys.executable, "-m", "labs", *map(str, args)], cwd=cwd or ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -81,15 +81,3 @@ def smoke_run(assignment: str, folder: Path) -> tuple:
     proc = labs("run", assignment, "--smoke", "--output", folder)
     path = folder / "results.json"
     return proc, folder, json.loads(path.read_text()) if path.exists() else None
-
-
-def run_nbval(assignment: str, tmp_path) -> subprocess.CompletedProcess:
-    """nbval (--nbval-lax) over the assignment's notebook, prepared with its smoke parameters by papermill."""
-    import papermill
-    from labutils.params import notebook
-    prepared = tmp_path / notebook(assignment).name
-    papermill.execute_notebook(str(notebook(assignment)), str(prepared), parameters=smoke_params(assignment),
-                               prepare_only=True)
-    return subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p",
-                           "no:cacheprovider", "-q", str(prepared)], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600)

@@ -143,10 +143,20 @@ def test_learning_curves_overfit_underfit_or_neither():
 
 
 def test_confusions_name_the_largest_mistakes_and_their_share():
-    text = analysis.confusions([[80, 0, 0], [0, 0, 12], [0, 8, 0]], ["a", "b", "c"], k=2, whose="**x**'s")
+    text = analysis.confusions([[80, 0, 0], [0, 0, 12], [0, 8, 0]], ["a", "b", "c"], k=2, name="x")
     assert text == ("**x**'s most frequent mistakes: b taken for c (12), c taken for b (8); these 2 of the 6 "
                     "possible confusions make 100% of the 20 errors.")
     assert analysis.confusions([[5, 0], [0, 5]], ["a", "b"]) == "No test image was misclassified."
+    assert analysis.confusions([[5, 0], [0, 5]], ["a", "b"], name="fcn") == "**fcn** misclassified no test image."
+
+
+def test_the_mistakes_table_says_when_there_are_none_and_the_extremes_share_one_format():
+    perfect = {"fcn": {"confusion_matrix": [[5, 0], [0, 5]]}}
+    assert analysis.mistakes_table(perfect, ["a", "b"]) == "No test image was misclassified."
+    rows = [{"iteration": 40, "test_loss": 0.137, "test_accuracy": 0.95},
+            {"iteration": 80, "test_loss": 0.15894, "test_accuracy": 0.96}]
+    table = analysis.extremes({"member 1": rows})
+    assert "| member 1 | 0.1370 (40) | 95.00 % | 96.00 % (80) | 0.1589 | 96.00 % |" in table
 
 
 def test_the_grading_points_of_lab_01_follow_the_parameters_and_the_goal():

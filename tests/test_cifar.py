@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import labs, run_nbval, smoke_params, smoke_run
+from conftest import labs, smoke_params, smoke_run
 from labutils import LabsError, data, models, train
 
 SMOKE = smoke_params("cifar10_cnn")
@@ -147,10 +147,6 @@ def test_a_model_that_collapses_to_chance_is_named_in_the_report_and_results(tmp
     assert "chance" in results["error"]
     assert "lenet5: DIVERGED: lenet5: accuracy" in (tmp_path / "report.html").read_text()
 
-
-def test_nbval_runs_the_notebook_prepared_with_its_smoke_parameters(tmp_path):
-    proc = run_nbval("cifar10_cnn", tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:]
 
 
 def test_torchvisions_own_cifar_reader_reads_our_synthetic_files_as_we_do(tmp_path):

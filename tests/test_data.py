@@ -120,6 +120,8 @@ def test_batches_cover_every_image_once_in_a_new_order_each_time(tiny_mnist):
     second = torch.cat([stream.take(64)[1] for _ in range(per_epoch)])
     assert sorted(first.tolist()) == sorted(split.y.tolist()) == sorted(second.tolist())
     assert not torch.equal(first, second)
+    assert data.Shuffled(split).count([32] * 17) == len(split) == 540     # a bar counts 540 images, not 17 x 32
+    assert stream.count((500, 100, 7)) == 500 + len(split) - 500 + 7     # counted before it is drawn
     sizes = [len(stream.take(size)[1]) for size in (500, 100, 7)]    # any size; an epoch's last batch is short
     assert sizes == [500, len(split) - 500, 7]
     sizes = [len(y) for _, y in data.batches(split, 64)]
@@ -135,7 +137,7 @@ def test_synthetic_classes_are_distinct_patterns():
 
 
 def test_labs_data_download_uses_files_in_place_and_explains_a_failed_download(tmp_path, monkeypatch, capsys):
-    from labutils import cli
+    from labs import cli
 
     class OfflineMNIST:
         def __init__(self, *args, **kwargs):

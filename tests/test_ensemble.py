@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import labs, run_nbval, smoke_params, smoke_run
-from labutils import LabsError, models, params, train
+from conftest import labs, smoke_params, smoke_run
+from labutils import LabsError, models, train
+from labs import params
 
 
 def test_the_reports_network_has_exactly_its_parameter_count_for_every_pooling():
@@ -89,7 +90,7 @@ def test_staged_training_learns_and_records_a_row_at_each_evaluation(tiny_mnist)
 ])
 def test_bad_stages_are_refused_naming_the_stage_and_the_key(stages, message):
     with pytest.raises(LabsError) as e:
-        params.validate("mnist_cnn_ensemble", {"stages": stages})
+        params.resolve("mnist_cnn_ensemble", [], {"stages": stages})
     assert message in str(e.value)
 
 
@@ -124,7 +125,3 @@ def test_smoke_run_trains_the_members_and_their_ensemble(smoke):
     html = (folder / "report.html").read_text()
     assert "minimum test loss" in html and "over the mean member" in html
 
-
-def test_nbval_runs_the_notebook_prepared_with_its_smoke_parameters(tmp_path):
-    proc = run_nbval("mnist_cnn_ensemble", tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:]

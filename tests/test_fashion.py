@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import run_nbval, smoke_params, smoke_run
-from labutils import analysis, data, models, params
+from conftest import smoke_params, smoke_run
+from labutils import analysis, data, models
+from labs import params
 
 
 def test_the_three_models_have_exactly_the_reports_parameter_counts():
@@ -51,10 +52,10 @@ def test_most_confused_pairs():
 
 
 def test_models_parameter_takes_a_non_empty_list_of_different_known_models():
-    assert params.validate("fashion_fcn_vs_lenet", {"models": ["lenet5"]}) == {"models": ["lenet5"]}
+    assert params.resolve("fashion_fcn_vs_lenet", [], {"models": ["lenet5"]})["models"] == ["lenet5"]
     for bad in ([], ["lenet7"], ["fcn", "fcn"]):
         with pytest.raises(Exception, match="models must be a list of different models from fcn, lenet5"):
-            params.validate("fashion_fcn_vs_lenet", {"models": bad})
+            params.resolve("fashion_fcn_vs_lenet", [], {"models": bad})
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,3 @@ def test_the_report_compares_the_models_in_this_runs_numbers(smoke):
     assert "each weight reused\n784 times" in html or "each weight reused 784 times" in html
     assert "6.6× LeNet-5" in html
 
-
-def test_nbval_runs_the_notebook_prepared_with_its_smoke_parameters(tmp_path):
-    proc = run_nbval("fashion_fcn_vs_lenet", tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:]

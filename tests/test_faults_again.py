@@ -54,7 +54,7 @@ def run_with_file_limit(limit: int, out, *given):
     """`labs run` where no file may grow past `limit` bytes: writes beyond it fail as on a full disk."""
     def cap():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    return subprocess.run([sys.executable, "-m", "labutils", "run", "mnist_mlp", "--smoke", *SMALL, *given,
+    return subprocess.run([sys.executable, "-m", "labs", "run", "mnist_mlp", "--smoke", *SMALL, *given,
                            "--output", str(out)], cwd=ROOT, capture_output=True, text=True, preexec_fn=cap, timeout=300)
 
 
@@ -102,7 +102,7 @@ def test_a_full_disk_late_in_a_run_is_not_ok_and_a_sweep_would_redo_it(tmp_path,
     assert not (out / "report.html").exists() and (out / "report.ipynb").is_file()
     record = results.read(out)
     assert record["status"] == "failed" and "report.html" in record["error"]
-    from labutils import sweep
+    from labs import sweep
     assert not sweep.is_done(out, record["params"])
 
 

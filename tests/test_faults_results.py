@@ -136,7 +136,7 @@ def test_labs_summary_refuses_a_folder_that_is_not_one_sweep(tmp_path):
 
 
 def test_a_summary_says_synthetic_where_runs_were_and_writes_a_huge_loss_short(tmp_path):
-    from labutils import summary
+    from labs import summary
     fake(tmp_path / "s" / "real", synthetic=False)
     fake(tmp_path / "s" / "smoke", synthetic=True, test_loss=3.4e44, status="diverged")
     runs = summary.collect(tmp_path / "s")

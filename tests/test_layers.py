@@ -1,42 +1,47 @@
-"""labutils' two layers: the notebook library never imports the batch side (README, "Layout")."""
+"""Two parts: the library the notebooks import (labutils) never imports the tool (labs), and its requirements are
+the notebook's own (README, "Layout")."""
 import ast
 import subprocess
 import sys
+import tomllib
 
 from conftest import ROOT
 
-LIBRARY = {"data", "models", "train", "progress", "report", "analysis", "style", "vocab", "results", "reported"}
-BATCH = {"params", "runner", "sweep", "summary", "index", "cli", "colab", "__main__"}
+TOOL_ONLY = {"papermill", "nbconvert", "nbformat", "nbclient", "jupyter_client", "ipykernel", "psutil", "distributed",
+             "dask", "nbval", "pytest", "labs"}
 
 
-def imported(module: str) -> set:
-    """The labutils modules that `module` imports anywhere in its source (inside functions too)."""
+def imported(path) -> set:
+    """The top-level modules that a source file imports anywhere (inside functions too); relative ones as '.'."""
     found = set()
-    for node in ast.walk(ast.parse((ROOT / "labutils" / f"{module}.py").read_text())):
-        if isinstance(node, ast.ImportFrom) and (node.level == 1 or (node.module or "").startswith("labutils")):
-            base = (node.module or "").removeprefix("labutils").strip(".")
-            found |= {base.split(".")[0]} if base else {alias.name for alias in node.names}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            found.add("." if node.level else (node.module or "").split(".")[0])
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("labutils.")}
+            found |= {a.name.split(".")[0] for a in node.names}
     return found
 
 
-def test_every_module_is_in_one_layer():
-    modules = {p.stem for p in (ROOT / "labutils").glob("*.py")} - {"__init__"}
-    assert modules == LIBRARY | BATCH and not LIBRARY & BATCH
-
-
-def test_no_library_module_imports_a_batch_module():
-    wrong = {module: sorted(imported(module) & BATCH) for module in LIBRARY if imported(module) & BATCH}
-    assert wrong == {}, f"library modules importing the batch side: {wrong}"
+def test_no_library_module_imports_the_tool_or_its_dependencies():
+    wrong = {p.name: sorted(imported(p) & TOOL_ONLY) for p in (ROOT / "labutils").glob("*.py") if imported(p) & TOOL_ONLY}
+    assert wrong == {}, f"library modules importing the tool's side: {wrong}"
 
 
 def test_the_walk_sees_imports_inside_functions():
-    assert "params" in imported("colab") and {"vocab", "progress", "data"} <= imported("train")
+    assert "papermill" in imported(ROOT / "labs" / "runner.py") and "torchvision" in imported(ROOT / "labutils" / "data.py")
 
 
-def test_importing_the_library_loads_no_batch_module():
+def test_the_library_requires_only_what_a_notebook_needs_and_the_tool_keeps_its_own_apart():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {r.split(">")[0].split("[")[0] for r in project["dependencies"]}
+    assert names == {"torch", "torchvision", "matplotlib", "seaborn", "pyyaml"}   # what Colab's install cell adds
+    tool = {r.split(">")[0] for r in project["optional-dependencies"]["tool"]}
+    assert {"papermill", "nbconvert", "ipykernel", "psutil"} <= tool
+    assert project["scripts"]["labs"] == "labs.cli:main"
+
+
+def test_importing_the_library_loads_nothing_of_the_tool():
     code = ("import sys, labutils.analysis, labutils.data, labutils.models, labutils.report, labutils.train; "
-            "print(sorted(m for m in sys.modules if m.startswith('labutils.')))")
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % sorted(TOOL_ONLY))
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert not {m.split(".")[1] for m in eval(loaded)} & BATCH, loaded
+    assert eval(loaded) == [], loaded

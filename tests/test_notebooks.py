@@ -5,7 +5,7 @@ import tomllib
 import nbformat
 import pytest
 
-from labutils import params
+from labs import params
 from conftest import ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -39,13 +39,13 @@ def test_committed_without_outputs_with_kernelspec_python3(path):
 
 
 def test_every_badge_and_install_cell_follows_pyproject():
-    from labutils import colab
+    from labs import colab
     assert colab.problems() == []
     assert REPO_URL == colab.project()[0]
 
 
 def test_a_badge_or_install_cell_that_disagrees_is_named_with_its_notebook():
-    from labutils import colab
+    from labs import colab
     url, version = colab.project()
     found = colab.problems(url, "9.9.9")
     assert len(found) == 2 * len(LABS)
@@ -65,7 +65,7 @@ def test_the_install_cell_runs_on_colab_only_and_leaves_colabs_torch_alone(path)
 
 def test_labs_colab_moves_every_badge_and_install_cell_to_another_repository(tmp_path, monkeypatch):
     import shutil
-    from labutils import cli, colab
+    from labs import cli, colab
     copy = tmp_path / "course"
     shutil.copytree(ROOT / "notebooks", copy / "notebooks")
     shutil.copy(ROOT / "pyproject.toml", copy)
@@ -115,6 +115,6 @@ def test_every_parameter_file_is_valid_for_its_assignment(path):
 
 @pytest.mark.parametrize("path", sorted((ROOT / "params" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_sweep_file_is_valid(path):
-    from labutils import sweep
+    from labs import sweep
     plan = sweep.load(path)
     assert plan.runs and path.read_text().startswith("#"), "a sweep file says what it reproduces"

@@ -1,12 +1,13 @@
 import pytest
 import torch
 
-from labutils import LabsError, cli, params
+from labutils import LabsError
+from labs import cli, params
 
 
 def error_of(assignment="mnist_mlp", **values):
     with pytest.raises(LabsError) as e:
-        params.validate(assignment, values)
+        params.resolve(assignment, [], values)
     return str(e.value)
 
 
@@ -58,9 +59,10 @@ def test_runner_owned_parameters_cannot_be_set():
 
 
 def test_good_values_are_typed():
-    assert params.validate("mnist_mlp", {"lr": 1, "hidden": [8, 8], "init": "xavier"}) == \
-        {"lr": 1.0, "hidden": [8, 8], "init": "xavier"}
-    assert params.validate("mnist_mlp", {"lr": "1e-3"})["lr"] == 0.001   # YAML reads 1e-3 as a string
+    resolved = params.resolve("mnist_mlp", [], {"lr": 1, "hidden": [8, 8], "init": "xavier"})
+    assert {k: resolved[k] for k in ("lr", "hidden", "init")} == {"lr": 1.0, "hidden": [8, 8], "init": "xavier"}
+    assert type(resolved["lr"]) is float
+    assert params.resolve("mnist_mlp", [], {"lr": "1e-3"})["lr"] == 0.001   # YAML reads 1e-3 as a string
 
 
 def test_files_layer_in_order_and_overrides_win(tmp_path):

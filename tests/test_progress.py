@@ -17,8 +17,8 @@ def test_in_lines_mode_only_the_closing_line_is_written(monkeypatch, capsys):
     for _ in range(10):
         bar.update(10)
     bar.write("a line above")
-    bar.close("fcn epoch 1/3  train loss 0.5")
-    assert capsys.readouterr().out == "a line above\nfcn epoch 1/3  train loss 0.5\n"
+    bar.close("fcn epoch 1/3  train 0.5000 80.00%")
+    assert capsys.readouterr().out == "a line above\nfcn epoch 1/3  train 0.5000 80.00%\n"
 
 
 class Handle:
@@ -46,9 +46,9 @@ def test_in_a_notebook_the_bar_is_replaced_by_its_closing_line(notebook, capsys)
     bar = progress.Bar(540, "fcn epoch 1/1", every=0)
     bar.update(270)
     bar.update(270)
-    bar.close("fcn epoch 1/1  train loss 0.5")
+    bar.close("fcn epoch 1/1  train 0.5000 80.00%")
     assert notebook[0].startswith("fcn epoch 1/1 |") and "50%" in notebook[0] and "270/540 img" in notebook[0]
-    assert "100%" in notebook[1] and notebook[-1] == "fcn epoch 1/1  train loss 0.5"   # the one output left
+    assert "100%" in notebook[1] and notebook[-1] == "fcn epoch 1/1  train 0.5000 80.00%"   # the one output left
     assert capsys.readouterr().out == ""
 
 

@@ -5,7 +5,7 @@ import matplotlib
 import pytest
 import torch
 
-from labutils import models, report, results, train
+from labutils import LabsError, models, parameters, report, results, train
 
 matplotlib.use("Agg")
 
@@ -25,10 +25,26 @@ def test_atomic_write_leaves_no_temporary_files_and_a_readable_file(tmp_path):
     assert results.read(tmp_path / "nowhere") is None
 
 
-def test_notebook_parameters_keeps_plain_values_only():
-    namespace = {"lr": 0.1, "hidden": [1, 2], "name": "x", "flag": True, "torch": torch, "_x": 1, "In": [],
-                 "output_dir": "/tmp/run", "model": torch.nn.Linear(1, 1)}
-    assert report.notebook_parameters(namespace) == {"lr": 0.1, "hidden": [1, 2], "name": "x", "flag": True}
+CELL = 'lr: float = 1e-3  # learning rate\nepochs: int = 2  # passes\ntitle: str = "x"  # a name\n'
+
+
+def test_a_notebook_checks_what_its_parameters_cell_and_papermills_cell_set_by_the_rules_labs_uses():
+    namespace = {"In": ["", CELL, "# Parameters\nepochs = 3\n", "run = report.start(...)"], "lr": 1, "epochs": 3,
+                 "title": "x", "torch": torch, "model": torch.nn.Linear(1, 1), "_x": 1}
+    assert parameters.check_notebook("mnist_mlp", namespace) == {"lr": 1.0, "epochs": 3, "title": "x"}
+    assert type(namespace["lr"]) is float                                  # typed as the cell declares it
+    namespace.update(In=["", CELL, "# Parameters\nlrr = 0.1\n", "..."], lrr=0.1)
+    with pytest.raises(LabsError, match="Unknown parameter 'lrr' for mnist_mlp \\(did you mean 'lr'\\?\\)"):
+        parameters.check_notebook("mnist_mlp", namespace)
+    namespace.update(In=["", CELL + "epochs = 0\n", "..."], epochs=0)     # a line added without its annotation
+    with pytest.raises(LabsError, match="Unknown parameter 'epochs'|epochs must be at least 1"):
+        parameters.check_notebook("mnist_mlp", namespace)
+
+
+def test_without_a_history_the_annotations_are_the_declarations():
+    namespace = {"__annotations__": {"lr": float, "epochs": int}, "lr": -1.0, "epochs": 2}
+    with pytest.raises(LabsError, match="lr must be greater than 0, not -1.0"):
+        parameters.check_notebook("mnist_mlp", namespace)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, labs
-from labutils import LabsError, cli, results, sweep
+from labutils import LabsError, results
+from labs import cli, sweep
 
 SMALL = {"hidden": [256, 256, 256]}   # smaller than the default: these tests are about the machinery
 
@@ -142,7 +143,7 @@ def test_ctrl_c_stops_the_workers_at_once_and_keeps_the_finished_runs(tmp_path):
     import time
     path = write(tmp_path, {"assignment": "mnist_mlp", "params": SMALL, "grid": {"seed": [1, 2, 3, 4]}})
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "labutils", "sweep", str(path), "--smoke", "--output", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "labs", "sweep", str(path), "--smoke", "--output", str(out)],
                             cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
@@ -221,7 +222,7 @@ def fake_run(folder, val, test, seed=0, lr=0.01, status="ok", setting=None):
 
 
 def test_the_best_run_is_chosen_by_validation_accuracy_not_by_the_test_set(tmp_path):
-    from labutils import summary
+    from labs import summary
     fake_run(tmp_path / "lr-0.01", val=0.95, test=0.90, lr=0.01)
     fake_run(tmp_path / "lr-0.1", val=0.93, test=0.92, lr=0.1)      # better on test, worse on validation
     outcome = summary.write(tmp_path, render=False, name="my-sweep")
@@ -232,7 +233,7 @@ def test_the_best_run_is_chosen_by_validation_accuracy_not_by_the_test_set(tmp_p
 
 
 def test_seeds_repeat_every_run_and_the_summary_merges_them_with_their_range(tmp_path):
-    from labutils import summary
+    from labs import summary
     plan = sweep.load(write(tmp_path, {"assignment": "mnist_mlp", "grid": {"lr": [0.01, 0.1]}, "seeds": [0, 1, 2],
                                        "reference": {"lr-0.1": 54.21}, "notes": {"lr-0.1": "The report ran once."}}))
     assert list(plan.runs) == [f"lr-{lr}_seed-{s}" for lr in ("0.01", "0.1") for s in (0, 1, 2)]

@@ -12,7 +12,7 @@ import csv
 import pytest
 
 from conftest import ROOT, labs
-from labutils import sweep
+from labs import sweep
 
 SWEEP_FILES = sorted((ROOT / "params" / "sweeps").glob("*.yaml"))
 RUN = [ROOT / "params" / "sweeps" / f"{name}.yaml" for name in (

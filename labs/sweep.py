@@ -21,6 +21,7 @@ preset, the grid point; with --smoke each run is then shrunk to smoke size.
 
 import itertools
 import json
+import math
 import os
 import re
 import signal
@@ -32,11 +33,13 @@ from pathlib import Path
 
 import yaml
 
-from . import LabsError, results as results_file, runner, summary
+from labutils import LabsError, results as results_file
+from labutils.progress import Bar
+from labutils.reported import reported
+from labutils.vocab import did_you_mean, label, shown
+
+from . import runner, summary
 from .params import ROOT, combine, declared, load_yaml, notebook
-from .progress import Bar
-from .reported import reported
-from .vocab import did_you_mean, label
 
 KEYS = ("assignment", "name", "base", "params", "grid", "runs", "seeds", "reference", "notes")
 
@@ -68,82 +71,118 @@ def run_name(preset: str | None, point: dict) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "_", "_".join(parts))
 
 
-def load(path, smoke: bool = False) -> Sweep:
-    """Read and validate a sweep file and every run's parameters; any fault is one LabsError and nothing runs."""
+MAX_NAME = 100   # characters of a sweep's or a run's name: a folder's name, far below the 255 bytes a system allows
+RESERVED = ("sweep.yaml", "summary.csv", "summary.md", "summary.ipynb", "summary.html", "index.html")
+
+
+def check_name(what: str, name: str) -> None:
+    """Refuse a name that could not be a folder of its own inside the output folder: a path, `.` or `..`, control
+    or other characters outside letters, digits and . _ + -, too long, or one of the sweep folder's own files."""
+    if not re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*", name) or len(name) > MAX_NAME or name in RESERVED:
+        why = ("is one of the sweep folder's own files" if name in RESERVED else
+               f"is longer than {MAX_NAME} characters" if len(name) > MAX_NAME else
+               "may hold only letters, digits and . _ + - (and not start with a dot)")
+        raise LabsError(f"the {what} name {shown(name)} {why}: it names a folder inside the output folder; "
+                        f"rename it.")
+
+
+def load(path, smoke: bool = False, max_runs: int = 1000) -> Sweep:
+    """Read and validate a sweep file and every run's parameters; any fault is one LabsError and nothing runs.
+    A sweep of more than `max_runs` runs is refused before its runs are even built."""
     path = Path(path)
     spec = load_yaml(path)
+    try:
+        return _plan(path, spec, smoke, max_runs)
+    except LabsError as e:
+        raise LabsError(f"{path}: {e}") from None
 
-    def fail(message):
-        raise LabsError(f"{path}: {message}")
 
+def _plan(path: Path, spec: dict, smoke: bool, max_runs: int) -> Sweep:
     for key in spec:
         if key not in KEYS:
-            fail(f"unknown key {key!r}{did_you_mean(key, KEYS)}; a sweep file has {', '.join(KEYS)}.")
+            raise LabsError(f"unknown key {shown(key)}{did_you_mean(str(key)[:100], KEYS)}; a sweep file has "
+                            f"{', '.join(KEYS)}.")
     if "assignment" not in spec:
-        fail("it names no assignment; add a line `assignment: <name>` (see `labs list`).")
+        raise LabsError("it names no assignment; add a line `assignment: <name>` (see `labs list`).")
     assignment = str(spec["assignment"])
     notebook(assignment)
-    params = declared(assignment)
+    sweep_name = str(spec.get("name") or path.stem)
+    check_name("sweep", sweep_name)
     base = load_yaml(_find(str(spec["base"]), path)) if spec.get("base") else {}
-    fixed = spec.get("params") or {}
-    grid = spec.get("grid")
-    presets = spec.get("runs") or []
-    if not isinstance(fixed, dict):
-        fail("`params` must be a mapping of parameter names to values.")
-    if grid is not None and (not isinstance(grid, dict) or not grid):
-        fail("the grid is empty; give each varied parameter a list of values, e.g. `grid: {lr: [0.01, 0.001]}`.")
-    for key, values in (grid or {}).items():
-        if not isinstance(values, list) or not values:
-            fail(f"grid entry {key!r} must be a non-empty list of values.")
-    if not isinstance(presets, list) or not all(isinstance(p, dict) and isinstance(p.get("name"), str) and p["name"]
-                                                for p in presets):
-        fail("`runs` must be a list of mappings, each with a `name`, e.g. `- {name: he, init: he}`.")
-    if not grid and not presets:
-        fail("it has no runs: give a `grid`, a list of `runs`, or both.")
+    fixed, grid, presets, seeds = _parts(spec)
     for preset in presets:
-        for key in preset.keys() & (grid or {}).keys():
-            fail(f"run {preset['name']!r} sets {key}, which the grid also varies (the grid would silently win); "
-                 f"set {key} in one of them only.")
-
-    seeds = spec.get("seeds")
-    if seeds is not None and (not isinstance(seeds, list) or not seeds or len(set(map(str, seeds))) < len(seeds)
-                              or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in seeds)):
-        fail("`seeds` must be a list of different whole numbers of 0 or more, e.g. `seeds: [0, 1, 2]`.")
-    if seeds and ("seed" in (grid or {}) or "seed" in fixed or any("seed" in p for p in presets)):
-        fail("it sets `seeds` and a seed elsewhere; give the seeds in one place.")
-
-    grid = grid or {}
-    runs, settings, made = {}, [], {}
+        check_name("run", preset["name"])   # as written; a grid's values are made safe by run_name
+    count = len(presets or [{}]) * math.prod(map(len, grid.values())) * len((seeds[:1] if smoke else seeds) or [0])
+    if count > max_runs:
+        raise LabsError(f"it makes {count:,} runs, more than --max-runs {max_runs:,}; check the grid, or give "
+                        f"--max-runs {count} to run them all.")
+    params, runs, settings = declared(assignment), {}, {}
     for preset in presets or [{}]:
         for values in itertools.product(*grid.values()):
             point = dict(zip(grid, values))
             setting = run_name(preset.get("name"), point)
-            settings.append(setting)
-            for seed in (seeds[:1] if smoke and seeds else seeds) or [None]:   # --smoke: the first seed only
-                name = setting if seed is None else f"{setting}_seed-{seed}"
-                if name in runs:
-                    fail(f"two runs are named {name!r}; give each run its own name.")
+            for seed in (seeds[:1] if smoke else seeds) or [None]:   # --smoke: the first seed only
+                run = setting if seed is None else f"{setting}_seed-{seed}"
+                check_name("run", run)
+                if run in runs:
+                    raise LabsError(f"two runs are named {run!r}; give each run its own name.")
                 layers = [base, fixed, {k: v for k, v in preset.items() if k != "name"}, point,
                           {} if seed is None else {"seed": seed}]
                 try:
-                    runs[name] = combine(assignment, layers, smoke, params)
+                    runs[run] = combine(assignment, layers, smoke, params)
                 except LabsError as e:
-                    fail(f"run {name!r}: {e}")
-                made[name] = setting
-    name = str(spec.get("name") or path.stem)
-    reference = spec.get("reference") or reported(assignment).get("sweeps", {}).get(name, {})
-    for key, given in (("reference", reference), ("notes", spec.get("notes") or {})):
-        for name_, value in given.items():
-            if name_ not in settings:
-                fail(f"`{key}` names run {name_!r}, which the sweep does not make"
-                     f"{did_you_mean(str(name_), settings)}.")
+                    raise LabsError(f"run {run!r}: {e}") from None
+                settings[run] = setting
+    reference = spec.get("reference") or reported(assignment).get("sweeps", {}).get(sweep_name, {})
+    notes = spec.get("notes") or {}
+    _check_annotations(reference, notes, set(settings.values()))
+    source = {**spec, "name": sweep_name, "reference": reference,
+              "made": {run: {"setting": settings[run], "seed": runs[run].get("seed")} for run in runs}}
+    return Sweep(sweep_name, assignment, runs, settings, reference, notes, source)
+
+
+def _parts(spec: dict) -> tuple:
+    """A sweep file's fixed parameters, grid, presets and seeds, each checked for its shape."""
+    fixed, grid, presets, seeds = spec.get("params") or {}, spec.get("grid"), spec.get("runs") or [], spec.get("seeds")
+    if not isinstance(fixed, dict):
+        raise LabsError("`params` must be a mapping of parameter names to values.")
+    if grid is not None and (not isinstance(grid, dict) or not grid):
+        raise LabsError("the grid is empty; give each varied parameter a list of values, e.g. "
+                        "`grid: {lr: [0.01, 0.001]}`.")
+    for key, values in (grid or {}).items():
+        if not isinstance(values, list) or not values:
+            raise LabsError(f"grid entry {shown(key)} must be a non-empty list of values.")
+    if not isinstance(presets, list) or not all(isinstance(p, dict) and isinstance(p.get("name"), str) and p["name"]
+                                                for p in presets):
+        raise LabsError("`runs` must be a list of mappings, each with a `name`, e.g. `- {name: he, init: he}`.")
+    if not grid and not presets:
+        raise LabsError("it has no runs: give a `grid`, a list of `runs`, or both.")
+    for preset in presets:
+        for key in preset.keys() & (grid or {}).keys():
+            raise LabsError(f"run {shown(preset['name'])} sets {key}, which the grid also varies (the grid would "
+                            f"silently win); set {key} in one of them only.")
+    if seeds is not None and (not isinstance(seeds, list) or not seeds or len(set(map(str, seeds))) < len(seeds)
+                              or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in seeds)):
+        raise LabsError("`seeds` must be a list of different whole numbers of 0 or more, e.g. `seeds: [0, 1, 2]`.")
+    if seeds and ("seed" in (grid or {}) or "seed" in fixed or any("seed" in p for p in presets)):
+        raise LabsError("it sets `seeds` and a seed elsewhere; give the seeds in one place.")
+    return fixed, grid or {}, presets, seeds or []
+
+
+def _check_annotations(reference, notes, settings: set) -> None:
+    """`reference` and `notes` name runs the sweep makes, with a number in % and a sentence."""
+    for key, given in (("reference", reference), ("notes", notes)):
+        if not isinstance(given, dict):
+            raise LabsError(f"`{key}` must be a mapping of run names to "
+                            f"{'test accuracies in %' if key == 'reference' else 'sentences'}.")
+        for run, value in given.items():
+            if run not in settings:
+                raise LabsError(f"`{key}` names run {shown(run)}, which the sweep does not make"
+                                f"{did_you_mean(str(run)[:100], settings)}.")
             if key == "reference" and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-                fail(f"`reference` of run {name_!r} must be a test accuracy in %, not {value!r}.")
+                raise LabsError(f"`reference` of run {shown(run)} must be a test accuracy in %, not {shown(value)}.")
             if key == "notes" and not isinstance(value, str):
-                fail(f"the note on run {name_!r} must be a sentence, not {value!r}.")
-    source = {**spec, "name": name, "reference": reference,
-              "made": {run: {"setting": made[run], "seed": runs[run].get("seed")} for run in runs}}
-    return Sweep(name, assignment, runs, made, reference, spec.get("notes") or {}, source)
+                raise LabsError(f"the note on run {shown(run)} must be a sentence, not {shown(value)}.")
 
 
 def is_done(folder: Path, params: dict) -> bool:

@@ -8,7 +8,9 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
-from . import results as results_file, summary
+from labutils import results as results_file
+
+from . import summary
 
 STYLE = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 72em;

@@ -19,7 +19,7 @@ import yaml
 from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpec
 
-from . import LabsError, results as results_file
+from labutils import LabsError, results as results_file
 from .params import notebook
 
 

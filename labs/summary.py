@@ -7,8 +7,8 @@ import io
 import json
 from pathlib import Path
 
-from . import LabsError, results as results_file
-from .vocab import label
+from labutils import LabsError, results as results_file
+from labutils.vocab import label
 
 SUMMARY_NOTEBOOK = "sweep_summary.ipynb"
 COLUMNS = ["run", "model", "status", "test_accuracy", "test_loss", "best_val_accuracy", "epochs", "wall_seconds",
@@ -283,7 +283,7 @@ def plot_metric(table: list, param: str, varied: list, metric: str = "test_accur
     `reference` (run name -> test accuracy in %) adds the seed report's numbers as black crosses. Runs that
     differ only by their seed are drawn as one point, their mean, with a bar over their range (test accuracy)."""
     import matplotlib.pyplot as plt
-    from .style import legend_outside
+    from labutils.style import legend_outside
     if "seed" in varied and param != "seed":
         table, varied = settings(table), [k for k in varied if k != "seed"]
     rows = [r for r in table if r.get(metric) is not None]
@@ -332,7 +332,7 @@ def plot_runs(runs: dict, key: str = "val_accuracy"):
     """One curve per run and model: `key` (a history column) per epoch, all runs overlaid; the seeds of one
     setting share its colour and one legend entry."""
     import matplotlib.pyplot as plt
-    from .style import legend_outside
+    from labutils.style import legend_outside
     fig, ax = plt.subplots(figsize=(8, 4))
     scale = 100 if "accuracy" in key else 1
     colors, counts = {}, {}

@@ -1,4 +1,4 @@
-"""The `labs` command (also `python -m labutils`): a thin layer over params, runner and data."""
+"""The `labs` command line (also `python -m labs`): its subcommands, and how faults end (one line, exit status 2)."""
 
 import argparse
 import signal
@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import LabsError
+from labutils import LabsError
 
 USAGE_ERROR, RUN_FAILED = 2, 1
 OUTPUTS = Path("outputs")   # where runs and sweeps land without --output
@@ -59,7 +59,7 @@ def _sweep(args) -> int:
     from . import sweep
     if args.workers < 1:
         raise LabsError(f"--workers must be at least 1, not {args.workers}.")
-    plans = [sweep.load(f, smoke=args.smoke) for f in args.files]   # all validated before any runs
+    plans = [sweep.load(f, smoke=args.smoke, max_runs=args.max_runs) for f in args.files]   # all checked before any runs
     names = [p.name + ("-smoke" if args.smoke else "") for p in plans]
     if len(set(names)) < len(names):
         raise LabsError(f"Two sweep files have the same name ({', '.join(n for n in names if names.count(n) > 1)}); "
@@ -135,8 +135,16 @@ def _colab(args) -> int:
     return USAGE_ERROR if problems else 0
 
 
+def _check(args) -> int:
+    from . import check
+    outcomes = check.check(args.assignments, args.device)
+    bad = [o["assignment"] for o in outcomes if not o["ok"]]
+    print(f"{len(outcomes) - len(bad)} of {len(outcomes)} notebooks passed" + (f"; failed: {', '.join(bad)}" if bad else ""))
+    return RUN_FAILED if bad else 0
+
+
 def _data_download(args) -> int:
-    from .data import DATASETS, fetch
+    from labutils.data import DATASETS, fetch
     for name in args.datasets or list(DATASETS):
         print(f"{name}: in {fetch(name, args.data_dir)}")
     return 0
@@ -167,6 +175,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", metavar="ADDRESS", help="send the runs to this Dask scheduler instead")
     s.add_argument("--smoke", action="store_true", help="every run on synthetic data, tiny and offline")
     s.add_argument("--force", action="store_true", help="run again the runs that are already done")
+    s.add_argument("--max-runs", type=int, default=1000, metavar="N",
+                   help="refuse a sweep file that makes more runs than this (default 1000): hours of work")
     s.add_argument("--output", metavar="DIR", help="sweep folder (default outputs/sweeps/NAME)")
     s.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
                    help="with --scheduler: how long to wait for a worker to join (default 30)")
@@ -184,6 +194,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--repo", metavar="OWNER/NAME", help="move the course to github.com/OWNER/NAME: pyproject's URL, "
                                                          "then every badge and install cell")
     s.set_defaults(handler=_colab)
+
+    s = sub.add_parser("check", help="run every notebook (or the named ones) with nbval on this machine, prepared "
+                                     "with its smoke parameters, and say the device and precision each ran on")
+    s.add_argument("assignments", nargs="*", metavar="ASSIGNMENT")
+    s.add_argument("--device", default="auto", help="auto (a GPU where there is one), cpu, cuda or mps")
+    s.set_defaults(handler=_check)
 
     s = sub.add_parser("data", help="datasets")
     data_sub = s.add_subparsers(dest="data_command", required=True)

@@ -6,9 +6,9 @@ import re
 
 import nbformat
 
-from . import LabsError
+from labutils import LabsError
 from .params import ROOT, course_dir
-from .results import write_atomic
+from labutils.results import write_atomic
 
 INSTALL_TAG = "colab-install"    # the tag of each notebook's install cell
 BADGE = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"

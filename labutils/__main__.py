@@ -1,7 +1,0 @@
-"""`python -m labutils ...` is the same as `labs ...`."""
-
-import sys
-
-from .cli import main
-
-sys.exit(main())
