@@ -1,9 +1,10 @@
-"""The assignment models, weight-init schemes, and a layer-by-layer summary (shapes, parameters, multiply-accumulates)."""
+"""The course's networks and weight initialization, for the labs and benchmarks that reuse them: each is taught,
+and defined, in its lab's notebook (lab 01: mlp, init_weights; lab 02: fcn, lenet5; lab 03: model2, cnn; lab 04:
+MixedPool2d, ensemble_cnn), and tests/test_lessons.py keeps these the same as the notebooks'. Then a
+layer-by-layer summary of any model (shapes, parameters, multiply-accumulates)."""
 
 import torch
 from torch import nn
-
-from .vocab import INITS, check_choice
 
 ACTIVATION_LAYERS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
                      "gelu": nn.GELU, "elu": nn.ELU}
@@ -109,19 +110,20 @@ def ensemble_cnn(pool: str = "mixed", dropout: float = 0.5, slope: float = 0.2, 
 
 
 def init_weights(model: nn.Module, scheme: str = "he", std: float = 0.01, bias: float = 0.0) -> nn.Module:
-    """Re-draw the weights of every linear and conv layer by `scheme`, and set their biases to `bias`
-    ("default" keeps PyTorch's weights and biases)."""
-    check_choice("init", scheme, INITS)
+    """Re-draw the weights of every linear and conv layer by `scheme` and set their biases to `bias`; "default"
+    keeps PyTorch's own weights and biases."""
     if scheme == "default":
         return model
     for m in model.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
-            if scheme == "he":
+            if scheme == "he":          # std = √(2 / fan-in): ReLU keeps the signal's variance from layer to layer
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            elif scheme == "xavier":
+            elif scheme == "xavier":    # std = √(2 / (fan-in + fan-out)): made for tanh and sigmoid
                 nn.init.xavier_normal_(m.weight)
-            else:
+            elif scheme == "normal":    # one fixed std for every layer, whatever its size
                 nn.init.normal_(m.weight, 0.0, std)
+            else:
+                raise ValueError(f"unknown init {scheme!r}: he, xavier, normal or default")
             if m.bias is not None:
                 nn.init.constant_(m.bias, bias)
     return model

@@ -249,13 +249,13 @@ def plot_ensemble(histories: dict, ensemble: str = "ensemble"):
     return fig
 
 
-def plot_schedule(recipe):
-    """A staged recipe over the iterations: learning rate (log scale), batch size and L2 coefficient."""
-    stages = recipe.stages
-    plan = recipe.laid_out(0)
-    total, values = plan.total, plan.values
-    xs = list(range(total))
-    lrs, sizes, l2s = zip(*(values(i) for i in xs))
+def plot_schedule(recipe, n_train: int):
+    """A recipe over the iterations of a training split of `n_train` images: learning rate (log scale), batch size
+    and L2 coefficient, with the stages' boundaries."""
+    plan = recipe.laid_out(n_train)
+    xs = list(range(plan.total))
+    lrs, sizes, l2s = zip(*(plan.at(i) for i in xs))
+    starts = [sum(s["iterations"] for s in plan.stages[:k]) for k in range(1, len(plan.stages))]
     fig, axes = plt.subplots(1, 3, figsize=(12, 2.8))
     for ax, ys, what, log in ((axes[0], lrs, "learning rate", True), (axes[1], sizes, "batch size (images)", False),
                               (axes[2], l2s, "L2 coefficient", False)):
@@ -265,7 +265,7 @@ def plot_schedule(recipe):
             ax.set_yscale("log")
         else:
             ax.set_ylim(0, 1.1 * max(max(ys), 1e-9))      # from zero: a constant reads as constant
-        for start in [sum(s["iterations"] for s in stages[:k]) for k in range(1, len(stages))]:
+        for start in starts:
             ax.axvline(start, color="0.6", linestyle="--", linewidth=1)
     fig.tight_layout()
     return fig

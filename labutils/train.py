@@ -123,61 +123,60 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0, mome
     return torch.optim.Adadelta(params, lr=lr, weight_decay=weight_decay)
 
 
-def lr_factor(schedule: str, decay: float, step: int, steps_per_epoch: int, total_steps: int = 0,
-              warmup_steps: int = 0):
-    """The learning-rate multiplier after `i` iterations (schedules are stepped once per iteration).
-
-    none: 1; exponential: decay ** (epochs done), smoothly; step: decay ** (i // step), as StepLR every `step`
-    iterations; cosine: from 1 down to 0 along half a cosine over the `total_steps` of training.
-    With warmup_steps, the factor first rises linearly from 0 to 1 over those steps, and the schedule starts
-    after them (for cosine: a one-cycle schedule).
-    """
-    check_choice("schedule", schedule, SCHEDULES)
-    if schedule == "none":
-        curve = lambda i: 1.0
-    elif schedule == "exponential":
-        curve = lambda i: decay ** (i / steps_per_epoch)
-    elif schedule == "step":
-        curve = lambda i: decay ** (i // step)
-    else:
-        rest = max(total_steps - warmup_steps, 1)
-        curve = lambda i: 0.5 * (1 + math.cos(math.pi * min(i, rest) / rest))
-    if not warmup_steps:
-        return curve
-    return lambda i: (i + 1) / warmup_steps if i < warmup_steps else curve(i - warmup_steps)
-
-
-def stage_values(stages: list, update_every: int = 50):
-    """The staged schedule of the MNIST ensemble report: returns (total iterations, values), where values(i) is
-    the (lr, batch_size, l2) of iteration i.
-
-    Each stage runs `iterations` steps; each of its lr, batch_size and l2 is one value, or a [start, end] pair
-    moved linearly from start (the stage's first iteration) to end (its last update), updated every
-    `update_every` iterations. The stages are checked once, by the Recipe that holds them.
-    """
-    starts = [sum(s["iterations"] for s in stages[:k]) for k in range(len(stages))]
-
-    def values(i: int) -> tuple:
-        k = max(j for j, start in enumerate(starts) if start <= i)
-        stage, into = stages[k], i - starts[k]
-        last_update = (stage["iterations"] - 1) // update_every * update_every
-        share = (into - into % update_every) / last_update if last_update else 0.0
-
-        def at(key):
-            value = stage[key]
-            return value[0] + (value[1] - value[0]) * share if isinstance(value, (list, tuple)) else value
-        return at("lr"), max(1, round(at("batch_size"))), at("l2")
-    return sum(s["iterations"] for s in stages), values
-
-
-@dataclass
+@dataclass(frozen=True)
 class Schedule:
-    """A recipe laid out over iterations: `total` of them, evaluated every `every`; values(i) -> (lr, batch size,
-    l2). An epoch schedule is one stage whose evaluations fall at the ends of epochs."""
-    total: int
+    """A recipe laid out over the iterations of training: at(i) is the (lr, batch size, l2) of iteration i, and
+    training is evaluated every `every` iterations.
+
+    stages: each runs `iterations` steps, and each of its lr, batch_size and l2 is one value or a [start, end] pair
+    moved linearly from start (the stage's first iteration) to end (its last update), updated every `update_every`
+    iterations: the staged schedule of the MNIST ensemble report. An epoch recipe is one stage of fixed values,
+    whose learning rate `curve` then shapes: none (1), exponential (decay ** epochs done, smoothly), step (decay
+    ** (i // step), as StepLR every `step` iterations) or cosine (from 1 down to 0 along half a cosine); after
+    `warmup` iterations of a linear rise from 0 (for cosine: a one-cycle schedule).
+    """
+    stages: tuple
     every: int
-    values: object
-    staged: bool
+    update_every: int = 1
+    staged: bool = True
+    curve: str = "none"
+    decay: float = 0.9
+    step: int = 1000
+    warmup: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(stage["iterations"] for stage in self.stages)
+
+    def at(self, i: int) -> tuple:
+        start = 0
+        for stage in self.stages:
+            if i < start + stage["iterations"] or stage is self.stages[-1]:
+                break
+            start += stage["iterations"]
+        into = i - start
+        last_update = (stage["iterations"] - 1) // self.update_every * self.update_every
+        share = (into - into % self.update_every) / last_update if last_update else 0.0
+
+        def value(key):
+            v = stage[key]
+            return v[0] + (v[1] - v[0]) * share if isinstance(v, (list, tuple)) else v
+        lr = value("lr") if self.staged else value("lr") * self.lr_factor(i)
+        return lr, max(1, round(value("batch_size"))), value("l2")
+
+    def lr_factor(self, i: int) -> float:
+        """An epoch recipe's learning-rate multiplier at iteration i (schedules are stepped once per iteration)."""
+        if i < self.warmup:
+            return (i + 1) / self.warmup
+        i -= self.warmup
+        if self.curve == "exponential":
+            return self.decay ** (i / self.every)
+        if self.curve == "step":
+            return self.decay ** (i // self.step)
+        if self.curve == "cosine":
+            rest = max(self.total - self.warmup, 1)
+            return 0.5 * (1 + math.cos(math.pi * min(i, rest) / rest))
+        return 1.0
 
 
 @dataclass
@@ -185,7 +184,7 @@ class Recipe:
     """How a model is trained: optimizer, learning rate and its schedule, epochs (or stages), batch size, loss,
     augmentation and numeric precision. Shown in a notebook, it reads as a sentence (analysis.describe_recipe).
 
-    schedule and warmup: see lr_factor. stages: train in stages instead of epochs (see stage_values), evaluating
+    schedule and warmup: see Schedule. stages: train in stages instead of epochs (see Schedule), evaluating
     every `eval_every` iterations; lr, batch_size, epochs and schedule are then the stages'. A stage's l2 adds
     l2 * l2_penalty(model) / batch size to the mean cross-entropy (the report's loss_p + l2 * loss_w, loss_p summed
     over the batch; Adam is blind to the scale of the loss).
@@ -220,12 +219,12 @@ class Recipe:
     def laid_out(self, n_train: int) -> Schedule:
         """This recipe over the iterations of a training split of `n_train` images."""
         if self.stages:
-            total, values = stage_values(self.stages, self.update_every)
-            return Schedule(total, self.eval_every or 100, values, staged=True)
-        every = math.ceil(n_train / self.batch_size)
+            return Schedule(tuple(self.stages), self.eval_every or 100, self.update_every)
+        every = max(1, math.ceil(n_train / self.batch_size))
         total = every * self.epochs
-        factor = lr_factor(self.schedule, self.lr_decay, self.lr_step, every, total, round(self.warmup * total))
-        return Schedule(total, every, lambda i: (self.lr * factor(i), self.batch_size, 0.0), staged=False)
+        epochs = {"iterations": total, "lr": self.lr, "batch_size": self.batch_size, "l2": 0.0}
+        return Schedule((epochs,), every, staged=False, curve=self.schedule, decay=self.lr_decay, step=self.lr_step,
+                        warmup=round(self.warmup * total))
 
     def criterion(self):
         smoothing = {"label_smoothing": self.label_smoothing} if self.label_smoothing else {}
@@ -279,46 +278,22 @@ def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", wa
     evaluations are kept in Fit.watched and its loss and accuracy in the history (test_loss, test_accuracy).
 
     Stops early, with status "diverged", when the training loss stops being finite; a run that ends at
-    chance accuracy is also reported as diverged. Losses are summed on the device and read only at evaluations.
+    chance accuracy is also reported as diverged.
     """
     device = data.train.x.device
     result = Fit(precision=precision_for(device, recipe.precision), layout=prepare(model, device))
-    opt = make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.weight_decay, recipe.momentum)
-    plan, criterion, stream = recipe.laid_out(len(data.train)), recipe.criterion(), Shuffled(data.train)
-    train_seconds, seen = 0.0, 0
+    optimizer = make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.weight_decay, recipe.momentum)
+    plan, stream, train_seconds, seen = recipe.laid_out(len(data.train)), Shuffled(data.train), 0.0, 0
     for start in range(0, plan.total, plan.every):
         stop, began = min(start + plan.every, plan.total), time.perf_counter()
-        where = (f"iteration {stop:,}/{plan.total:,}" if plan.staged else
-                 f"epoch {start // plan.every + 1}/{recipe.epochs}")
-        sizes = [plan.values(i)[1] for i in range(start, stop)]
-        bar = Bar(stream.count(sizes), f"{name} {where}") if progress else None
-        model.train()
-        total_loss = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        images = 0
-        for i in range(start, stop):
-            lr, size, l2 = plan.values(i)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            x, y = stream.take(size)
-            loss, out = step(model, opt, criterion, recipe.augment(x) if recipe.augment else x, y, l2,
-                             result.precision)
-            total_loss += loss * len(y)
-            correct += (out.argmax(1) == y).sum()
-            images += len(y)
-            if bar:
-                bar.update(len(y))
-        train_loss, train_accuracy = total_loss.item() / images, correct.item() / images   # the one sync
-        train_seconds += time.perf_counter() - began
-        seen += images
-        val = evaluate(model, data.val, recipe.loss, precision=result.precision) if len(data.val) else None
-        row = {"iteration": stop} if plan.staged else {}
-        row.update(epoch=seen / len(data.train) if plan.staged else start // plan.every + 1,
-                   train_loss=train_loss, train_accuracy=train_accuracy,
-                   val_loss=val.loss if val else None, val_accuracy=val.accuracy if val else None,
-                   lr=plan.values(start)[0], seconds=time.perf_counter() - began)
-        if plan.staged:
-            row.update(batch_size=plan.values(stop - 1)[1], l2=plan.values(stop - 1)[2])
+        where = f"iteration {stop:,}/{plan.total:,}" if plan.staged else f"epoch {start // plan.every + 1}/{recipe.epochs}"
+        bar = Bar(stream.count(plan.at(i)[1] for i in range(start, stop)), f"{name} {where}") if progress else None
+        train_loss, train_accuracy, images = train_steps(model, optimizer, recipe, plan, stream, range(start, stop),
+                                                         result.precision, bar)
+        train_seconds, seen = train_seconds + time.perf_counter() - began, seen + images
+        row = history_row(plan, start, stop, seen / len(data.train), train_loss, train_accuracy,
+                          evaluate(model, data.val, recipe.loss, precision=result.precision) if len(data.val) else None)
+        row["seconds"] = time.perf_counter() - began
         if watch is not None:
             result.watched.append(evaluate(model, watch, recipe.loss, precision=result.precision))
             row.update(test_loss=result.watched[-1].loss, test_accuracy=result.watched[-1].accuracy)
@@ -326,16 +301,52 @@ def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", wa
         if bar:
             bar.close(progress_line(f"{name} {where}", row, images / (time.perf_counter() - began)))
         if not math.isfinite(train_loss):
-            result.status = "diverged"
-            result.error = (f"{name}: the training loss became {'NaN' if math.isnan(train_loss) else 'infinite'} "
-                            f"{'by' if plan.staged else 'in'} {where.split('/')[0]}; training stopped. "
-                            f"Try a smaller learning rate (lr={row['lr'] if plan.staged else recipe.lr:g}).")
+            result.status, result.error = "diverged", (
+                f"{name}: the training loss became {'NaN' if math.isnan(train_loss) else 'infinite'} "
+                f"{'by' if plan.staged else 'in'} {where.split('/')[0]}; training stopped. "
+                f"Try a smaller learning rate (lr={row['lr'] if plan.staged else recipe.lr:g}).")
             break
     result.train_samples_per_second = seen / max(train_seconds, 1e-9)
     _check_learned(result, name, len(data.classes))
     if result.error and progress:
         print(f"DIVERGED: {result.error}", flush=True)
     return result
+
+
+def train_steps(model: nn.Module, optimizer, recipe: Recipe, plan: Schedule, stream: Shuffled, iterations,
+                precision: str, bar: Bar | None = None) -> tuple:
+    """The iterations of training between two evaluations, the model in train mode: each sets the learning rate,
+    takes a batch and makes one step. Returns the mean training loss and accuracy, and the images seen; losses are
+    summed on the device and read once, at the end."""
+    model.train()
+    criterion = recipe.criterion()
+    total_loss = torch.zeros((), device=stream.split.x.device)
+    correct = torch.zeros((), device=stream.split.x.device, dtype=torch.long)
+    images = 0
+    for i in iterations:
+        lr, size, l2 = plan.at(i)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, y = stream.take(size)
+        loss, out = step(model, optimizer, criterion, recipe.augment(x) if recipe.augment else x, y, l2, precision)
+        total_loss += loss * len(y)
+        correct += (out.argmax(1) == y).sum()
+        images += len(y)
+        if bar:
+            bar.update(len(y))
+    return total_loss.item() / images, correct.item() / images, images
+
+
+def history_row(plan: Schedule, start: int, stop: int, epochs: float, train_loss: float, train_accuracy: float,
+                val) -> dict:
+    """The history's row at an evaluation: where training is (the epoch; for a staged recipe also the iteration,
+    and the batch size and L2 coefficient reached), its training and validation loss and accuracy, the lr."""
+    row = {"iteration": stop, "epoch": epochs} if plan.staged else {"epoch": start // plan.every + 1}
+    row.update(train_loss=train_loss, train_accuracy=train_accuracy, val_loss=val.loss if val else None,
+               val_accuracy=val.accuracy if val else None, lr=plan.at(start)[0])
+    if plan.staged:
+        row.update(batch_size=plan.at(stop - 1)[1], l2=plan.at(stop - 1)[2])
+    return row
 
 
 def _check_learned(result: Fit, name: str, n_classes: int) -> None:

@@ -96,8 +96,8 @@ def test_a_full_size_batch_must_have_the_original_md5_but_subsets_are_used_as_th
 
 
 def test_cosine_schedule_goes_from_one_to_zero():
-    f = train.lr_factor("cosine", 0.9, 1000, 10, total_steps=100)
-    assert f(0) == 1.0 and f(50) == pytest.approx(0.5) and f(100) == pytest.approx(0.0)
+    plan = train.Recipe(schedule="cosine", epochs=10, batch_size=10).laid_out(100)
+    assert plan.lr_factor(0) == 1.0 and plan.lr_factor(50) == pytest.approx(0.5) and plan.lr_factor(100) == pytest.approx(0.0)
 
 
 def test_an_ensemble_averages_the_members_probabilities():

@@ -35,11 +35,12 @@ def test_biases_start_at_0_1_and_leaky_relu_and_dropout_follow_each_hidden_linea
     assert kinds[first:first + 6] == [nn.Linear, nn.LeakyReLU, nn.Dropout] * 2 and net[first + 2].p == 0.5
 
 
-def test_stage_values_interpolate_lr_batch_and_l2_updated_every_50_iterations():
+def test_staged_values_interpolate_lr_batch_and_l2_updated_every_50_iterations():
     stages = [{"iterations": 1400, "lr": [0.00375, 0.0025], "batch_size": [200, 300], "l2": [100, 400]},
               {"iterations": 6000, "lr": [2e-4, 1e-8], "batch_size": [400, 600], "l2": [100, 0]}]
-    total, values = train.stage_values(stages, update_every=50)
-    assert total == 7400
+    plan = train.Schedule(tuple(stages), every=100, update_every=50)
+    values = plan.at
+    assert plan.total == 7400
     assert values(0) == (0.00375, 200, 100)
     assert values(49) == values(0)                                   # updated every 50 iterations only
     lr, batch, l2 = values(700)                                      # half way to stage 1's last update (1350)
@@ -48,8 +49,8 @@ def test_stage_values_interpolate_lr_batch_and_l2_updated_every_50_iterations():
     assert values(1399) == pytest.approx((0.0025, 300, 400))        # stage 1 ends at its end values
     assert values(1400) == pytest.approx((2e-4, 400, 100))          # stage 2 starts at its start values
     assert values(7399) == pytest.approx((1e-8, 600, 0))
-    _, constant = train.stage_values([{"iterations": 10, "lr": 0.01, "batch_size": 32, "l2": 0}])
-    assert constant(7) == (0.01, 32, 0)
+    constant = train.Schedule(({"iterations": 10, "lr": 0.01, "batch_size": 32, "l2": 0},), every=5)
+    assert constant.at(7) == (0.01, 32, 0)
 
 
 def test_the_l2_term_is_the_sum_over_weight_layers_of_the_mean_squared_weight():
@@ -69,7 +70,7 @@ def test_staged_training_learns_and_records_a_row_at_each_evaluation(tiny_mnist)
     fit = train.fit(net, tiny_mnist, train.Recipe(stages=stages, update_every=5, eval_every=20),
                     watch=tiny_mnist.test, progress=False)
     assert [r["iteration"] for r in fit.history] == [20, 40, 50]
-    assert [r["batch_size"] for r in fit.history] == [train.stage_values(stages, 5)[1](i - 1)[1] for i in (20, 40, 50)]
+    assert [r["batch_size"] for r in fit.history] == [train.Schedule(tuple(stages), 20, 5).at(i - 1)[1] for i in (20, 40, 50)]
     assert fit.status == "ok" and fit.history[-1]["test_accuracy"] > 0.7 and len(fit.watched) == 3
     curve = train.ensemble_history([fit, fit])                       # two identical members: the same curve
     assert [r["test_accuracy"] for r in curve] == pytest.approx([r["test_accuracy"] for r in fit.history])

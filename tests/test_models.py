@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from labutils import LabsError, models
+from labutils import models
 
 
 def test_default_mlp_has_exactly_the_expected_parameters():
@@ -38,7 +38,7 @@ def test_default_init_keeps_pytorchs_weights_and_unknown_init_is_refused():
     m = models.mlp([32])
     before = m[1].weight.clone()
     assert torch.equal(models.init_weights(m, "default")[1].weight, before)
-    with pytest.raises(LabsError, match="Unknown init 'glorot'"):
+    with pytest.raises(ValueError, match="unknown init 'glorot'"):
         models.init_weights(m, "glorot")
 
 

@@ -128,7 +128,8 @@ def test_the_choices_validated_here_are_exactly_the_ones_implemented():
     for name in vocab.OPTIMIZERS:
         train.make_optimizer(name, [torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     for name in vocab.SCHEDULES:
-        train.lr_factor(name, 0.5, 10, 4)
+        plan = train.Recipe(schedule=name, lr_decay=0.5, lr_step=2, epochs=2, batch_size=10).laid_out(40)
+        assert 0 < plan.at(5)[0] <= 1e-3 and (plan.at(5)[0] < 1e-3) == (name != "none")
     for name in vocab.INITS:
         models.init_weights(models.mlp([4]), name)
     for name in vocab.PRECISIONS:

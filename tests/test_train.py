@@ -97,21 +97,37 @@ def test_weight_decay_shrinks_the_weights(tiny_mnist):
     assert norms[0.1] < 0.8 * norms[0.0]
 
 
+def epochs(schedule: str, **kw) -> train.Schedule:
+    """An epoch recipe of 4 iterations per epoch (or `every`), laid out as its Schedule."""
+    return train.Schedule(({"iterations": kw.pop("total", 40), "lr": 1.0, "batch_size": 32, "l2": 0.0},),
+                          kw.pop("every", 4), staged=False, curve=schedule, **kw)
+
+
 def test_schedules_multiply_the_learning_rate_per_iteration():
-    assert train.lr_factor("none", 0.5, 10, 4)(100) == 1.0
-    exponential = train.lr_factor("exponential", 0.5, 10, 4)
-    assert exponential(4) == pytest.approx(0.5) and exponential(2) == pytest.approx(0.5 ** 0.5)
-    step = train.lr_factor("step", 0.9, 1000, 4)
-    assert step(999) == 1.0 and step(1000) == pytest.approx(0.9) and step(2500) == pytest.approx(0.81)
+    assert epochs("none").lr_factor(30) == 1.0
+    exponential = epochs("exponential", decay=0.5)
+    assert exponential.lr_factor(4) == pytest.approx(0.5) and exponential.lr_factor(2) == pytest.approx(0.5 ** 0.5)
+    step = epochs("step", decay=0.9, step=1000, total=3000)
+    assert step.lr_factor(999) == 1.0 and step.lr_factor(1000) == pytest.approx(0.9)
+    assert step.at(2500) == (pytest.approx(0.81), 32, 0.0)                        # lr, batch size, l2
     with pytest.raises(LabsError, match="Unknown schedule"):
-        train.lr_factor("cosine_warm", 0.5, 10, 4)
+        train.Recipe(schedule="cosine_warm")
 
 
 def test_warmup_rises_linearly_then_the_schedule_runs_over_the_remaining_steps():
-    one_cycle = train.lr_factor("cosine", 0.5, 10, 10, total_steps=100, warmup_steps=20)
-    assert [one_cycle(i) for i in (0, 9, 19)] == pytest.approx([0.05, 0.5, 1.0])
-    assert one_cycle(20) == 1.0 and one_cycle(60) == pytest.approx(0.5) and one_cycle(99) < 0.001
-    assert train.lr_factor("none", 0.5, 10, 10, 100, warmup_steps=4)(1) == 0.5
+    one_cycle = epochs("cosine", every=10, total=100, warmup=20)
+    assert [one_cycle.lr_factor(i) for i in (0, 9, 19)] == pytest.approx([0.05, 0.5, 1.0])
+    assert one_cycle.lr_factor(20) == 1.0 and one_cycle.lr_factor(60) == pytest.approx(0.5)
+    assert one_cycle.lr_factor(99) < 0.001 and epochs("none", every=10, total=100, warmup=4).lr_factor(1) == 0.5
+    plan = train.Recipe(lr=0.1, epochs=3, batch_size=32, schedule="cosine", warmup=0.1).laid_out(540)
+    assert (plan.total, plan.every, plan.warmup) == (51, 17, 5) and plan.at(4) == (pytest.approx(0.1), 32, 0.0)
+
+
+def test_a_bigger_batch_than_the_training_split_makes_one_step_an_epoch(tiny_mnist):
+    train.seed_everything(0)
+    fit = train.fit(models.mlp([64]), tiny_mnist, train.Recipe(epochs=3, batch_size=1000, lr=0.01), progress=False)
+    assert [r["epoch"] for r in fit.history] == [1, 2, 3] and fit.train_samples_per_second > 0
+    assert fit.history[-1]["train_loss"] < fit.history[0]["train_loss"]
 
 
 def test_label_smoothing_raises_the_training_loss_but_not_the_validation_loss(tiny_mnist):
