@@ -33,7 +33,7 @@ def _list(args) -> int:
 
 def _run(args) -> int:
     from .params import load_yaml, parse_value, resolve
-    from .runner import describe_outcome, new_folder, run
+    from .runner import describe_outcome, earlier_files, new_folder, run
     overrides = {name: parse_value(value) for name, value in args.p}
     files = [load_yaml(f) for f in args.f]
     params = resolve(args.assignment, files, overrides, smoke=args.smoke)   # validated here, once
@@ -48,6 +48,8 @@ def _run(args) -> int:
         name = "-".join([time.strftime("%Y%m%d-%H%M%S")] + [Path(f).stem for f in args.f]
                         + (["smoke"] if args.smoke else []))
         folder = new_folder(OUTPUTS / args.assignment, name)
+    if folder.is_dir():
+        earlier_files(folder)   # someone's folder is refused before a word is said (run checks again, locked)
     print(f"Running {args.assignment} into {folder}", flush=True)
     results = run(args.assignment, params, folder)
     print(describe_outcome(results, folder))
@@ -56,7 +58,10 @@ def _run(args) -> int:
 
 
 def _sweep(args) -> int:
+    from labutils.vocab import plural
+
     from . import sweep
+    from .runner import claim_sweep_folder
     if args.workers < 1:
         raise LabsError(f"--workers must be at least 1, not {args.workers}.")
     plans = [sweep.load(f, smoke=args.smoke, max_runs=args.max_runs) for f in args.files]   # all checked before any runs
@@ -70,8 +75,10 @@ def _sweep(args) -> int:
         outs = [Path(args.output or OUTPUTS / "sweeps") / n for n in names]
     where = f"on the Dask cluster at {args.scheduler}" if args.scheduler else \
         f"in {args.workers} worker process{'es' if args.workers > 1 else ''}"
+    for out in (o for o in outs if o.is_dir()):
+        claim_sweep_folder(out, mark=False)   # someone's folder is refused before a word is said
     for plan, out in zip(plans, outs):
-        print(f"Sweep {plan.name}: {len(plan.runs)} runs of {plan.assignment} into {out}", flush=True)
+        print(f"Sweep {plan.name}: {plural(len(plan.runs), 'run')} of {plan.assignment} into {out}", flush=True)
     print(f"Running {where}", flush=True)
     outcomes = sweep.run(list(zip(plans, outs)), workers=args.workers, scheduler=args.scheduler, force=args.force,
                          wait=args.wait)

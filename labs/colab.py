@@ -7,8 +7,9 @@ import re
 import nbformat
 
 from labutils import LabsError
-from .params import ROOT, course_dir
 from labutils.results import write_atomic
+
+from .params import ROOT, assignments
 
 INSTALL_TAG = "colab-install"    # the tag of each notebook's install cell
 BADGE = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
@@ -44,7 +45,7 @@ def install_cell(url: str, version: str) -> str:
 
 
 def notebooks() -> list:
-    return sorted(course_dir("notebooks").glob("[0-9][0-9]_*.ipynb"))
+    return list(assignments().values())
 
 
 def problems(url: str | None = None, version: str | None = None) -> list:

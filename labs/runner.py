@@ -6,12 +6,14 @@ Every file is whole or absent. A notebook that fails keeps its partial report, a
 """
 
 import errno
+import glob
 import json
 import os
 import re
 import socket
 import sys
 import time
+import shutil
 import uuid
 from pathlib import Path
 
@@ -23,20 +25,27 @@ from labutils import LabsError, results as results_file
 from .params import notebook
 
 
+KERNEL_FILES = ".labs-kernel"   # a run's kernel connection file and sockets, removed when the kernel ends
+
+
 class CurrentPythonKernel(AsyncKernelManager):
     """A kernel on this very Python, so a notebook sees the packages `labs` sees, whatever `python3` kernelspec
     exists. It talks over local sockets (ipc) where the system has them, rather than unencrypted TCP; its
-    connection file lies in the run folder (`folder`, set per run), never in the system's temporary folder.
-    LABS_BATCH tells the notebook's progress bars that no one watches them live (see labutils.progress)."""
+    connection file and sockets lie in the run folder (the kernel's working directory), never in the system's
+    temporary folder. LABS_BATCH tells the notebook that it runs inside `labs` (see labutils.in_notebook)."""
 
     transport = "tcp" if sys.platform == "win32" else "ipc"
-    folder = "."
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        if self.transport == "ipc":
-            self.ip = "kernel-ipc"   # short socket names in the kernel's folder (a socket path has ~100 bytes)
-        self.connection_file = str(Path(self.folder) / f"kernel-{uuid.uuid4().hex[:12]}.json")
+        if self.transport == "ipc":   # short socket names, relative to the run folder (a socket path has ~100 bytes)
+            self.ip = f"{KERNEL_FILES}/ipc"
+
+    async def _async_pre_start_kernel(self, **kw):
+        folder = Path(kw.get("cwd") or os.getcwd()).resolve() / KERNEL_FILES   # its own folder: jupyter sets the
+        folder.mkdir(exist_ok=True)                                          # sticky bit on the one that holds it
+        self.connection_file = str(folder / f"kernel-{uuid.uuid4().hex[:12]}.json")
+        return await super()._async_pre_start_kernel(**kw)
 
     @property
     def kernel_spec(self):
@@ -57,6 +66,7 @@ def new_folder(base: Path, name: str) -> Path:
 # --- one run at a time per folder ---------------------------------------------------------------
 
 LOCK = ".labs.lock"
+PARTIAL = ".report.partial.ipynb"   # a run's report while papermill writes it (see execute)
 
 
 def lock(folder: Path, command: str) -> Path:
@@ -97,7 +107,8 @@ def _holder(path: Path) -> dict | None:
     if holder.get("host") != socket.gethostname():
         return holder
     try:
-        alive = abs(psutil.Process(holder["pid"]).create_time() - holder["started"]) < 1
+        process = psutil.Process(holder["pid"])   # the same process (not a new one with its number), not a zombie
+        alive = abs(process.create_time() - holder["started"]) < 1 and process.status() != psutil.STATUS_ZOMBIE
     except (psutil.Error, KeyError, TypeError):
         alive = False
     return holder if alive else None
@@ -159,11 +170,10 @@ def execute(source: Path, target: Path, parameters: dict, stream: bool = False) 
 
     target = Path(target)
     partial = target.with_name(f".{target.stem}.partial.ipynb")
-    kernel = type("RunKernel", (CurrentPythonKernel,), {"folder": str(target.parent.resolve())})
     error = None
     try:
         papermill.execute_notebook(
-            str(source), str(partial), parameters=parameters, kernel_name="python3", kernel_manager_class=kernel,
+            str(source), str(partial), parameters=parameters, kernel_name="python3", kernel_manager_class=CurrentPythonKernel,
             coalesce_streams=True, shutdown_kernel="immediate", cwd=str(target.parent), progress_bar=False,
             stdout_file=sys.stdout if stream else None, stderr_file=sys.stderr if stream else None)
     except PapermillExecutionError as e:
@@ -181,28 +191,82 @@ def execute(source: Path, target: Path, parameters: dict, stream: bool = False) 
             partial.replace(target)
         except (OSError, ValueError, KeyError):   # missing, or cut short by a full disk: not a report
             partial.unlink(missing_ok=True)
+        shutil.rmtree(target.parent / KERNEL_FILES, ignore_errors=True)   # the kernel has ended
     if target.exists():
         export_html(target)   # an OSError (a full disk) goes up: the run is not ok
     return error
 
 
-# Files of one run: a new run in the same folder first removes those of the last one, so a report never mixes
-# two runs; and what a killed run left (kernel files, a partial report).
-RUN_FILES = ("report.ipynb", "report.html", "results.json", "params.yaml", "*.png")
-LEFTOVERS = (".report.partial.ipynb", "kernel-ipc-*", "kernel-*.json", ".*.tmp")
+# --- what a run folder holds ------------------------------------------------------------------
+
+MARKER = ".labs-run"   # in every run folder: the files that the last run wrote there (JSON), and only those
+WRITTEN = ("params.yaml", "report.ipynb", "report.html", "results.json")   # what every run writes (with figures)
+
+
+def earlier_files(folder: Path) -> list:
+    """The files an earlier `labs` run wrote in `folder`, which a new run replaces; nothing else there is touched.
+    A folder that holds files labs did not write (no marker) is refused in one line: it is someone's."""
+    marker = folder / MARKER
+    if marker.is_file():
+        try:
+            names = json.loads(marker.read_text())["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            names = None
+        if isinstance(names, list) and all(isinstance(n, str) and "/" not in n and n not in ("", ".", "..")
+                                           for n in names):
+            return names
+        raise LabsError(f"{marker} is damaged, so labs cannot tell its files from yours; delete it to let a run "
+                        f"replace what is there, or give another --output.")
+    foreign = sorted(p.name for p in folder.iterdir() if p.name not in (LOCK, KERNEL_FILES))
+    if foreign and ((folder.parent / SWEEP_MARKER).is_file() or results_file.read(folder, warn=False) is not None):
+        return [*WRITTEN, *(p.name for p in folder.glob("*.png"))]   # a run of a sweep, or of labs before the marker
+    if foreign:
+        raise LabsError(f"{folder} already holds files that labs did not write ({len(foreign)}, e.g. {foreign[0]!r}); "
+                        f"give a new or empty folder as --output, so that nothing of yours is replaced.")
+    return []
+
+
+SWEEP_MARKER = ".labs-sweep"   # in every sweep folder: labs wrote it, its summaries and its run folders
+
+
+def claim_sweep_folder(folder: Path, mark: bool = True) -> None:
+    """Refuse a sweep folder that holds files labs did not write (no marker, and not a sweep of labs from before
+    the marker); with `mark`, mark it as a sweep's otherwise."""
+    names = sorted(p.name for p in folder.iterdir() if p.name not in (LOCK, SWEEP_MARKER))
+    legacy = (folder / "sweep.yaml").is_file() and "made:" in (folder / "sweep.yaml").read_text(errors="replace")
+    if names and not (folder / SWEEP_MARKER).exists() and not legacy:
+        raise LabsError(f"{folder} already holds files that labs did not write ({len(names)}, e.g. {names[0]!r}); "
+                        f"give a new or empty folder as --output, so that nothing of yours is replaced.")
+    if mark:
+        results_file.write_atomic(folder / SWEEP_MARKER, "a sweep folder of labs\n")
+
+
+def _mark(folder: Path, names) -> None:
+    results_file.write_atomic(folder / MARKER, json.dumps({"files": sorted(set(names))}) + "\n")
 
 
 def run(assignment: str, params: dict, folder: Path, stream: bool = True, setting: str | None = None) -> dict:
     """Execute the assignment's notebook with `params` (already resolved and validated) into `folder`; returns
-    its results. `setting`: the run's name in its sweep, recorded in results.json."""
+    its results. `setting`: the run's name in its sweep, recorded in results.json.
+
+    A new or empty folder, or one that an earlier run wrote (then its files are replaced, and only those: a report
+    never mixes two runs, and nothing else is touched)."""
     folder = results_file.writable_folder(folder, "run folder")
     held = lock(folder, "labs run")
     start, error = time.perf_counter(), None
     try:
-        for path in (p for pattern in RUN_FILES + LEFTOVERS for p in folder.glob(pattern)):
-            path.unlink(missing_ok=True)
-        results_file.write_atomic(folder / "params.yaml", yaml.safe_dump(params, sort_keys=False))
+        earlier = earlier_files(folder)
+        _end_kernels(folder)   # what a killed run left: its kernel files, a partial report
+        for name in earlier:
+            (folder / name).unlink(missing_ok=True)
+        for name in {*earlier, *WRITTEN}:   # what a write cut short left: write_atomic's temporary files
+            for path in folder.glob(f".{glob.escape(name)}.*.tmp"):
+                path.unlink(missing_ok=True)
+        (folder / PARTIAL).unlink(missing_ok=True)
+        before = {p.name for p in folder.iterdir()}
+        _mark(folder, WRITTEN)   # so far; when the run ends, every file it wrote
         try:
+            results_file.write_atomic(folder / "params.yaml", yaml.safe_dump(params, sort_keys=False))
             error = execute(notebook(assignment), folder / "report.ipynb",
                             {**params, "output_dir": str(folder.resolve())}, stream)
         except KeyboardInterrupt:
@@ -212,7 +276,11 @@ def run(assignment: str, params: dict, folder: Path, stream: bool = True, settin
             error = f"could not write {e.filename or 'the report'}: {e.strerror or e}"
             raise
         finally:
-            results = _final(assignment, params, folder, error, time.perf_counter() - start, setting)
+            try:
+                results = _final(assignment, params, folder, error, time.perf_counter() - start, setting)
+            finally:
+                new = {p.name for p in folder.iterdir() if p.is_file()} - before - {MARKER, LOCK}
+                _mark(folder, [*WRITTEN, *new])
     finally:
         _end_kernels(folder)
         held.unlink(missing_ok=True)
@@ -230,8 +298,7 @@ def _end_kernels(folder: Path) -> None:
                 child.wait(5)
         except psutil.Error:
             pass
-    for path in (p for pattern in ("kernel-*.json", "kernel-ipc-*") for p in folder.glob(pattern)):
-        path.unlink(missing_ok=True)
+    shutil.rmtree(folder / KERNEL_FILES, ignore_errors=True)
 
 
 def _final(assignment: str, params: dict, folder: Path, error: str | None, seconds: float,

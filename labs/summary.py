@@ -8,11 +8,10 @@ import json
 from pathlib import Path
 
 from labutils import LabsError, results as results_file
-from labutils.vocab import label
+from labutils.vocab import is_number, label
 
 SUMMARY_NOTEBOOK = "sweep_summary.ipynb"
-COLUMNS = ["run", "model", "status", "test_accuracy", "test_loss", "best_val_accuracy", "epochs", "wall_seconds",
-           "error"]
+COLUMNS = ["run", "model", "status", "test_accuracy", "test_loss", "val_accuracy", "epochs", "wall_seconds", "error"]
 
 
 def collect(sweep_dir, warn: bool = True) -> dict:
@@ -47,8 +46,9 @@ def varied(runs: dict) -> list:
 
 
 def rows(runs: dict) -> list:
-    """One row per run and model: the varied parameters, then test accuracy and loss, best validation accuracy,
-    epochs, wall seconds, status and error. A run without models (it failed) gets one row."""
+    """One row per run and model: the varied parameters, then test accuracy and loss, validation accuracy where
+    training ended (results.best's rule), the epochs trained (a fraction for a staged recipe; none for an ensemble
+    without its own history), wall seconds, status and error. A run without models (it failed) gets one row."""
     names = varied(runs)
     table = []
     for run, results in runs.items():
@@ -58,10 +58,9 @@ def rows(runs: dict) -> list:
                 "error": results.get("error") or ""}
         for model, m in (results.get("models") or {None: {}}).items():
             history = m.get("history") or []
-            val = [h["val_accuracy"] for h in history if h.get("val_accuracy") is not None]
             table.append({**base, "model": model or "", "test_accuracy": m.get("test_accuracy"),
-                          "test_loss": m.get("test_loss"), "best_val_accuracy": max(val) if val else None,
-                          "epochs": len(history)})
+                          "test_loss": m.get("test_loss"), "val_accuracy": results_file.final_val_accuracy(m),
+                          "epochs": history[-1].get("epoch") if history else None})
     return table
 
 
@@ -94,7 +93,7 @@ def settings(table: list) -> list:
                        "seeds_list": [r.get("seed") for r in rows],
                        "status": statuses.pop() if len(statuses) == 1 else "mixed",
                        "test_accuracy": mean("test_accuracy"), "test_loss": mean("test_loss"),
-                       "best_val_accuracy": mean("best_val_accuracy"), "wall_seconds": mean("wall_seconds", rows),
+                       "val_accuracy": mean("val_accuracy"), "wall_seconds": mean("wall_seconds", rows),
                        "test_min": min((r["test_accuracy"] for r in done), default=None),
                        "test_max": max((r["test_accuracy"] for r in done), default=None),
                        "error": " ".join(dict.fromkeys(r["error"] for r in rows if r["error"]))})
@@ -102,27 +101,28 @@ def settings(table: list) -> list:
 
 
 def best_first(table: list) -> list:
-    """Rows by best validation accuracy, best first (the test set chooses nothing); rows without one last."""
-    return sorted(table, key=lambda r: (r["best_val_accuracy"] is None, -(r["best_val_accuracy"] or 0),
-                                        -(r["test_accuracy"] or 0)))
+    """Rows by validation accuracy, best first (results.best's rule: the test set chooses nothing); rows without
+    one last."""
+    return sorted(table, key=lambda r: (r["val_accuracy"] is None, -(r["val_accuracy"] or 0), -(r["test_accuracy"] or 0)))
 
 
 def best_run(table: list) -> dict | None:
-    """The best run of a sweep, the one place it is chosen: the row (run and model) with the best validation
-    accuracy; None when no run has one."""
-    ranked = [r for r in best_first(table) if r["best_val_accuracy"] is not None]
-    return ranked[0] if ranked else None
+    """The best run of a sweep: the row (run and model) that results.best picks; None when no run has one."""
+    name = results_file.best({k: r for k, r in enumerate(table)})
+    return table[name] if name is not None else None
 
 
 def _fmt(column: str, value) -> str:
     if value is None:
         return ""
-    if column in ("test_accuracy", "best_val_accuracy"):
+    if column in ("test_accuracy", "val_accuracy"):
         return f"{100 * value:.2f} %"
     if column == "test_loss":
         return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.3g}"   # a diverged run's loss can be huge
     if column == "wall_seconds":
         return f"{value:.0f}"
+    if column == "epochs":   # a staged recipe's are a fraction: 1,200 iterations of 128 on 54,000 images, 2.84
+        return f"{value:g}" if float(value).is_integer() else f"{value:.2f}"
     return label(value)
 
 
@@ -145,7 +145,7 @@ def _linked(row: dict) -> str:
 
 
 def to_markdown(table: list, names: list, reference: dict | None = None) -> str:
-    """The runs in markdown, best validation accuracy first, each linked to its report. Runs that differ only by
+    """The runs in markdown, best on validation first, each linked to its report. Runs that differ only by
     their seed are one row (test accuracy: the mean, and the range). `reference` (setting -> the seed report's
     test accuracy in %) adds a column beside ours."""
     rows = settings(table)
@@ -255,8 +255,8 @@ def show_best(runs: dict) -> None:
     if best is None:
         print("no run finished")
         return
-    _show(f"**[{best['run']}]({best['run']}/report.html)** ({best['model']}): best validation accuracy "
-          f"{best['best_val_accuracy']:.2%}, test accuracy {best['test_accuracy']:.2%}.\n\n"
+    _show(f"**[{best['run']}]({best['run']}/report.html)** ({best['model']}): validation accuracy "
+          f"{best['val_accuracy']:.2%} where training ended, test accuracy {best['test_accuracy']:.2%}.\n\n"
           "| parameter | value |\n|---|---|\n"
           + "\n".join(f"| {k} | {label(v)} |" for k, v in runs[best["run"]]["params"].items()))
 
@@ -272,10 +272,6 @@ def show_failed(runs: dict) -> None:
 
 
 # --- figures of the comparison report (matplotlib is imported only when drawing) ----------
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
 
 def plot_metric(table: list, param: str, varied: list, metric: str = "test_accuracy", reference: dict | None = None):
     """`metric` against one varied parameter: a line over numeric values (log axis when they span decades),
@@ -293,7 +289,7 @@ def plot_metric(table: list, param: str, varied: list, metric: str = "test_accur
         key = ", ".join([r["model"]] + [f"{k}={label(r[k])}" for k in others])
         series.setdefault(key, []).append(r)
     values = [r[param] for r in table]
-    numeric = all(_is_number(v) for v in values)
+    numeric = all(is_number(v) for v in values)
     scale = 100 if "accuracy" in metric else 1
     fig, ax = plt.subplots(figsize=(7, 3.8))
     if numeric:

@@ -335,6 +335,7 @@ def run(sweeps: list, workers: int = 1, scheduler: str | None = None, force: boo
     try:
         for _, out in sweeps:
             locks.append(runner.lock(out, "labs sweep"))
+            runner.claim_sweep_folder(out)
         return _run(sweeps, workers, scheduler, force, wait)
     finally:
         for path in locks:

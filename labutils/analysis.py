@@ -10,6 +10,7 @@ import torch
 from IPython.display import Markdown
 
 from .reported import reported
+from .results import epoch_seconds, final_val_accuracy
 from .vocab import plural
 
 
@@ -243,8 +244,7 @@ def fcn_against_cnn(models: dict, layers: dict, device: str, fcn: str = "fcn", c
     fc_first = next(layer for layer in layers[fcn] if layer[1] == "Linear")
     conv_first = next(layer for layer in layers[cnn] if layer[1] == "Conv2d")
     memory = {n: 4 * sum(math.prod(layer[2]) for layer in layers[n]) for n in (fcn, cnn)}
-    epoch = {n: sum(h["seconds"] for h in models[n]["history"]) / max(len(models[n]["history"]), 1)
-             for n in (fcn, cnn)}
+    epoch = {n: epoch_seconds(models[n]["history"]) for n in (fcn, cnn)}
     ratio = fc["parameters"] / cv["parameters"]
     work = cv["macs_per_image"] / fc["macs_per_image"]
     return f"""**Connectivity.** Each of the FCN's {fc_first[2][0]} hidden units is connected to every pixel, so its first
@@ -292,8 +292,7 @@ def sentences(run, classes) -> list:
     lines = [grading(params, accuracies["mlp"], paper["goal"])] if "goal" in paper and "mlp" in models else []
     lines.append(ranking(accuracies, diverged))
     best = run.best()
-    validation = {n: m["history"][-1]["val_accuracy"] for n, m in models.items()
-                  if m["history"] and m["history"][-1].get("val_accuracy") is not None}
+    validation = {n: final_val_accuracy(m) for n, m in models.items() if final_val_accuracy(m) is not None}
     if best and len(validation) > 1 and best not in diverged:
         lines.append(best_on_validation(best, validation, {n: a for n, a in accuracies.items() if n not in diverged}))
     same_data = params.get("dataset", paper.get("dataset")) == paper.get("dataset")

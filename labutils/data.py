@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from . import LabsError, in_notebook
-from .vocab import SYNTHETIC_IMAGES, plural
+from .vocab import MIN_TRAIN, SYNTHETIC_IMAGES, plural
 
 
 def data_dir(path: str = "") -> Path:
@@ -320,11 +320,11 @@ def load(name: str, path: str = "", *, download: bool = True, synthetic: bool = 
     order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))
     n_val = round(len(order) * val_fraction)
     val_idx, train_idx = order[:n_val], order[n_val:]
-    if len(train_idx) < len(spec.classes) or len(test_y) == 0:
-        split, size = ("training", len(train_idx)) if len(train_idx) < len(spec.classes) else ("test", 0)
+    if len(train_idx) < MIN_TRAIN or len(test_y) == 0:   # files placed by hand may hold fewer than expected
+        split, size = ("training", len(train_idx)) if len(train_idx) < MIN_TRAIN else ("test", 0)
         raise LabsError(f"The {split} split of {spec.title} holds {plural(size, 'image')} (n_train {n_train}, "
                         f"val_fraction {val_fraction:g}, n_test {n_test}), too few to learn or measure anything "
-                        f"(at least {len(spec.classes)} for training, 1 for testing); raise n_train or n_test "
+                        f"(at least {MIN_TRAIN} for training, 1 for testing); raise n_train or n_test "
                         f"(0: all), or lower val_fraction.")
 
     def split(x, y):
@@ -332,8 +332,7 @@ def load(name: str, path: str = "", *, download: bool = True, synthetic: bool = 
         mean = torch.tensor(spec.mean, device=device).view(-1, 1, 1)
         std = torch.tensor(spec.std, device=device).view(-1, 1, 1)
         x = (x.float() / 255 - mean) / std
-        if torch.device(device).type == "cuda":   # channels last: faster convolutions; batch slices keep it
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=images_layout(torch.device(device)))   # batch slices keep it
         return Split(x, y.to(device))
 
     return Data(spec.title, source, spec.classes, spec.mean, spec.std,
@@ -377,10 +376,14 @@ def augment(x: torch.Tensor, crop_padding: int = 4, flip: bool = True) -> torch.
         cols = dx + torch.arange(width, device=x.device)           # n x width
         x = padded[torch.arange(n, device=x.device).view(-1, 1, 1), :, rows[:, :, None], cols[:, None, :]]
         x = x.permute(0, 3, 1, 2)                                   # (n, h, w, c) -> (n, c, h, w)
-        # that is channels-last in memory: keep it on CUDA, where the data and the model are stored so; elsewhere
-        # give back the layout the images came in, and let the model's layout decide (train.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last if x.is_cuda else torch.contiguous_format)
+        x = x.contiguous(memory_format=images_layout(x.device))   # the gather left it channels-last in memory
     return x
+
+
+def images_layout(device: torch.device) -> torch.memory_format:
+    """The memory layout of images on `device`, the one place it is decided: channels-last on CUDA, where every
+    conv net runs so (train.channels_last); contiguous elsewhere, where each model picks its own layout."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
 def batches(split: Split, batch_size: int):

@@ -12,11 +12,10 @@ import tokenize
 from dataclasses import dataclass
 
 from . import LabsError, in_notebook
-from .vocab import (ACTIVATIONS, DATASET_OF, INITS, LAB_MODELS, LOSSES, OPTIMIZERS, POOLS, PRECISIONS, SCHEDULES,
+from .vocab import (ACTIVATIONS, DATASET_OF, INITS, LAB_MODELS, MIN_TRAIN, LOSSES, OPTIMIZERS, POOLS, PRECISIONS, SCHEDULES,
                     TRAIN_IMAGES, SYNTHETIC_IMAGES, check_stages, did_you_mean, plural, shown)
 
 TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
-MIN_TRAIN = 10       # training images below which nothing can be learned (one per class of the labs' datasets)
 MAX_SEED = 2 ** 32 - 1   # NumPy's seeds stop there
 MAX_SHIFT = 27       # a reflect-padded shift must stay below the 28-pixel side of the labs' images
 MAX_STAGES = 5       # model3: each stage halves CIFAR-10's 32 pixels; after five, one is left

@@ -78,10 +78,8 @@ class Run:
                 "train_samples_per_second": speed, "history": list(history)}
 
     def best(self) -> str | None:
-        """The model with the best validation accuracy where training ended (the test set chooses nothing)."""
-        scored = {name: m["history"][-1]["val_accuracy"] for name, m in self.models.items()
-                  if m["history"] and m["history"][-1].get("val_accuracy") is not None}
-        return max(scored, key=scored.get) if scored else None
+        """The model best on validation (results.best: the test set chooses nothing)."""
+        return results_file.best(self.models)
 
     def save(self, fig, name: str) -> None:
         """Show a figure, and save it as <output_dir>/<name>.png when there is an output dir (whole or not at
@@ -360,10 +358,9 @@ def model_table(run: Run) -> str:
     for name, m in run.models.items():
         if name in run.ensembles:
             continue
-        seconds = [h["seconds"] for h in m["history"]]
         layout = run.fits[name].layout.replace("_", "-")
         lines.append(f"| {name} | {m['parameters']:,} | {m['macs_per_image']:,} | "
-                     f"{sum(seconds) / max(len(seconds), 1):.1f} | {m['train_samples_per_second']:,.0f} | {layout} | "
+                     f"{results_file.epoch_seconds(m['history']):.1f} | {m['train_samples_per_second']:,.0f} | {layout} | "
                      f"{m['test_accuracy']:.2%} |")
     fits = list(run.fits.values())
     return "\n".join(lines) + (f"\n\nForward passes in **{fits[0].precision}** on {run.device.type}." if fits else "")

@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from . import LabsError, __version__
+from .vocab import is_number
 
 STATUSES = ("ok", "failed", "diverged")
 ENV_KEYS = ("python", "torch", "device", "gpu", "precision", "layout", "labutils")
@@ -39,6 +40,27 @@ def build(assignment: str, params: dict, *, status: str = "ok", error: str | Non
             "seed": params.get("seed"), "params": params,
             "env": {key: {**known, **(env or {})}.get(key) for key in ENV_KEYS},
             "wall_seconds": wall_seconds, "finished": now(), "models": models or {}}
+
+
+# --- the one rule for "best" -----------------------------------------------------------------
+
+def final_val_accuracy(model: dict) -> float | None:
+    """A model's validation accuracy where its training ended (None without one): what "best" is judged by."""
+    history = model.get("history") or []
+    return history[-1].get("val_accuracy") if history else None
+
+
+def best(models: dict) -> str | None:
+    """The best of `models` (name -> a results.json model entry, or a summary row with `val_accuracy`): the one with
+    the highest validation accuracy where training ended; the test set chooses nothing. None when none has one."""
+    scored = {name: m["val_accuracy"] if "val_accuracy" in m else final_val_accuracy(m) for name, m in models.items()}
+    scored = {name: v for name, v in scored.items() if v is not None}
+    return max(scored, key=scored.get) if scored else None
+
+
+def epoch_seconds(history: list) -> float:
+    """The mean seconds of training between two evaluations (an epoch, or an evaluation period of a staged recipe)."""
+    return sum(row["seconds"] for row in history) / max(len(history), 1)
 
 
 def now() -> str:
@@ -102,10 +124,6 @@ def write(path: Path, results: dict) -> None:
 
 # --- reading: an unusable file is no result -------------------------------------------------
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def problem(results) -> str | None:
     """What makes a parsed results.json unusable, or None when it has the shape `build` gives (the fields that
     summaries, the index and sweeps read)."""
@@ -117,18 +135,18 @@ def problem(results) -> str | None:
                       ("error", (str, type(None))), ("setting", (str, type(None))), ("finished", (str, type(None)))):
         if not isinstance(results.get(key), kind):
             return f"its {key!r} is not {'a ' + kind.__name__ if isinstance(kind, type) else 'what it should be'}"
-    if not _number(results.get("wall_seconds", 0)):
+    if not is_number(results.get("wall_seconds", 0)):
         return "its 'wall_seconds' is not a number"
     for name, model in results["models"].items():
         if not isinstance(model, dict):
             return f"its model {name!r} is not a mapping"
         for key in ("test_accuracy", "test_loss", "parameters", "train_samples_per_second"):
-            if model.get(key) is not None and not _number(model[key]):
+            if model.get(key) is not None and not is_number(model[key]):
                 return f"the {key} of {name!r} is not a number"
         history = model.get("history", [])
         if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
             return f"the history of {name!r} is not a list of rows"
-        if any(row.get(key) is not None and not _number(row[key]) for row in history
+        if any(row.get(key) is not None and not is_number(row[key]) for row in history
                for key in ("epoch", "iteration", "val_accuracy", "test_accuracy", "train_loss")):
             return f"the history of {name!r} holds a value that is not a number"
     return None

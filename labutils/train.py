@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from . import LabsError
-from .data import Augmentation, Data, Shuffled, Split, batches
+from .data import Augmentation, Data, Shuffled, Split, batches, images_layout
 from .progress import Bar
 from .vocab import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, check_choice, check_stages, plural
 
@@ -89,7 +89,7 @@ def channels_last(model: nn.Module, device: torch.device) -> bool:
     conv nets unless batch norm has few channels there (benchmarks/results/speed-cpu.md: the modified LeNet-5,
     with 6- and 16-channel batch norm, is slower so, in fp32 and in bf16, on the AMD EPYC measured)."""
     layers = list(model.modules())
-    if device.type == "cuda":
+    if images_layout(device) == torch.channels_last:   # the images are so already (CUDA)
         return any(isinstance(m, nn.Conv2d) for m in layers)
     return device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in layers) and \
         not any(isinstance(m, nn.BatchNorm2d) and m.num_features < 32 for m in layers)

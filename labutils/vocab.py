@@ -20,6 +20,7 @@ LAB_MODELS = {"fashion_fcn_vs_lenet": ("fcn", "lenet5", "lenet5_modified"),   # 
               "cifar10_cnn": ("lenet5", "model2", "model3")}
 DATASET_OF = {"mnist_mlp": "mnist", "fashion_fcn_vs_lenet": "fashion_mnist", "cifar10_cnn": "cifar10"}  # lab 04: `dataset`
 TRAIN_IMAGES = {"mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000}   # the real training sets
+MIN_TRAIN = 10   # training images below which nothing can be learned (one per class of the labs' datasets)
 SYNTHETIC_IMAGES = (1000, 500)   # training and test images of synthetic data when n_train, n_test are 0
 
 ALIASES = {"learning_rate": "lr", "wd": "weight_decay", "l2": "weight_decay", "bs": "batch_size",
@@ -40,8 +41,9 @@ def check_choice(what: str, value, choices) -> None:
                         f"choose one of {', '.join(choices)}.")
 
 
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def is_number(value, finite: bool = False) -> bool:
+    """An int or a float (not a bool), and with `finite` not NaN or infinite either."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and (not finite or math.isfinite(value))
 
 
 def shown(value, width: int = 80) -> str:
@@ -78,7 +80,7 @@ def check_stages(stages) -> None:
             value = stage[key]
             pair = isinstance(value, (list, tuple))
             numbers = list(value) if pair else [value]
-            if pair and len(numbers) != 2 or not all(map(_number, numbers)):
+            if pair and len(numbers) != 2 or not all(map(lambda v: is_number(v, finite=True), numbers)):
                 raise LabsError(f"stage {k}: {key} must be a number or a [start, end] pair of numbers, "
                                 f"not {shown(value)}.")
             if not all(test(v) for v in numbers):

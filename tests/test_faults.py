@@ -147,7 +147,7 @@ def test_a_killed_sweep_leaves_no_worker_or_kernel_running(tmp_path):
     # made again, the sweep takes over the stale lock and clears what the killed runs left in their folders
     again = labs("sweep", sweep_file(tmp_path, runs=2), "--smoke", "--workers", "2", "--output", out)
     assert again.returncode == 0, again.stdout + again.stderr
-    leftovers = [p.name for p in out.rglob("*") if p.name.startswith(("kernel-ipc", ".report.partial"))]
+    leftovers = [p.name for p in out.rglob("*") if p.name.startswith(("kernel-ipc", ".report.partial", ".labs-kernel"))]
     assert leftovers == [] and not (out / ".labs.lock").exists()
 
 

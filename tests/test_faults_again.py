@@ -31,7 +31,7 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_sigterm_ends_the_first
     out = tmp_path / "run"
     first = start_labs("run", "mnist_mlp", "--smoke", *SMALL, "-p", "epochs", "400", "--output", out)
     try:
-        assert wait_for(lambda: list(out.glob("kernel-*.json")), 60), "the first run's kernel never started"
+        assert wait_for(lambda: list(out.glob(".labs-kernel/kernel-*.json")), 60), "the first run's kernel never started"
         second = labs("run", "mnist_mlp", "--smoke", *SMALL, "--output", out)
         assert second.returncode == 2 and one_line(second)
         assert str(out) in second.stderr and f"another `labs run` (process {first.pid}" in second.stderr
@@ -43,7 +43,7 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_sigterm_ends_the_first
     assert first.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
     assert wait_for(lambda: all_ended(kernel), 10)
     assert json.loads((out / "results.json").read_text())["status"] == "failed"
-    leftovers = [p.name for p in out.iterdir() if p.name.startswith(("kernel-", ".labs", ".report"))]
+    leftovers = [p.name for p in out.iterdir() if p.name.startswith(("kernel-", ".labs.", ".labs-kernel", ".report"))]
     assert leftovers == []                                      # no lock, no connection file, no partial report
     whole(out)
 
@@ -135,4 +135,4 @@ def test_a_failed_rerun_into_a_folder_leaves_nothing_of_the_run_before(tmp_path,
     assert list(out.glob("*.png"))
     failed = labs("run", "mnist_mlp", "-p", "download", "false", "-p", "data_dir", tmp_path / "none", "--output", out)
     assert failed.returncode == 1 and results.read(out)["status"] == "failed"
-    assert not list(out.glob("*.png")) and not list(out.glob("kernel-*"))      # a report never mixes two runs
+    assert not list(out.glob("*.png")) and not list(out.glob(".labs-kernel"))      # a report never mixes two runs

@@ -49,8 +49,8 @@ def test_a_sweep_redoes_a_run_whose_results_file_is_unusable(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({"assignment": "mnist_mlp", "params": {"hidden": [32, 32, 32]},
                                     "runs": [{"name": "a"}]}))
-    (tmp_path / "out" / "a").mkdir(parents=True)
-    (tmp_path / "out" / "a" / "results.json").write_text('{"models": "x"}')
+    assert labs("sweep", path, "--smoke", "--output", tmp_path / "out").returncode == 0
+    (tmp_path / "out" / "a" / "results.json").write_text('{"models": "x"}')      # damaged since
     proc = labs("sweep", path, "--smoke", "--output", tmp_path / "out")
     assert proc.returncode == 0 and "a: ok" in proc.stdout and "already done" not in proc.stdout
     assert "is not a usable results.json" in proc.stderr and results.read(tmp_path / "out" / "a")["status"] == "ok"
@@ -102,7 +102,7 @@ def test_a_sweep_ended_by_sigterm_ends_like_ctrl_c(tmp_path):
     proc = start_labs("sweep", path, "--workers", "1", "--output", out)
     try:
         assert wait_for(lambda: results.read(out / "epochs-1", warn=False) is not None
-                        and list((out / "epochs-300").glob("kernel-*.json")), 120)
+                        and list((out / "epochs-300").glob(".labs-kernel/kernel-*.json")), 120)
         family = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=60)
@@ -113,7 +113,7 @@ def test_a_sweep_ended_by_sigterm_ends_like_ctrl_c(tmp_path):
     assert wait_for(lambda: all_ended(family), 10)
     assert (out / "summary.md").is_file() and "epochs-1" in (out / "summary.md").read_text()   # what finished
     assert not (out / ".labs.lock").exists()
-    assert not [p for p in out.rglob("*") if p.name.startswith(("kernel-", ".report.partial", ".summary.partial"))]
+    assert not [p for p in out.rglob("*") if p.name.startswith(("kernel-", ".labs-kernel", ".report.partial", ".summary.partial"))]
 
 
 

@@ -141,3 +141,12 @@ def test_figures(tmp_path, tiny_mnist, trained):
     assert len(per_class.axes[0].patches) == 10
     run.save(report.plot_samples(tiny_mnist, per_class=3), "samples")
     assert (tmp_path / "samples.png").stat().st_size > 1000
+
+
+def test_the_schedule_plot_draws_an_epoch_recipe_as_well_as_a_staged_one():
+    epochs = report.plot_schedule(train.Recipe(schedule="cosine", warmup=0.2, epochs=3, batch_size=32), 540)
+    assert len(epochs.axes[0].lines[0].get_xdata()) == 3 * 17                # 17 iterations per epoch
+    stages = [{"iterations": 30, "lr": [0.003, 0.002], "batch_size": [32, 64], "l2": [10, 40]},
+              {"iterations": 20, "lr": 0.001, "batch_size": 64, "l2": 0}]
+    staged = report.plot_schedule(train.Recipe(stages=stages, update_every=5), 540)
+    assert len(staged.axes[1].lines[0].get_ydata()) == 50 and len(staged.axes[1].lines) == 2   # the curve, one boundary

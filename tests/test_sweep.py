@@ -105,7 +105,7 @@ def test_summaries_list_every_run_with_metrics_and_the_failures(local_sweep):
     _, out, _ = local_sweep
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert len(rows) == 4 and {r["run"] for r in rows} == {"a", "b", "c", "broken"}
-    assert set(rows[0]) >= {"seed", "lr", "test_accuracy", "test_loss", "best_val_accuracy", "epochs",
+    assert set(rows[0]) >= {"seed", "lr", "test_accuracy", "test_loss", "val_accuracy", "epochs",
                             "wall_seconds", "status", "error"}
     ok = [r for r in rows if r["status"] == "ok"]
     assert all(float(r["test_accuracy"]) > 0.5 and r["epochs"] == "2" for r in ok)
@@ -263,3 +263,32 @@ def test_seeds_repeat_every_run_and_the_summary_merges_them_with_their_range(tmp
 ])
 def test_bad_seeds_and_notes_are_refused(tmp_path, spec, message):
     assert message in load_error(tmp_path, spec)
+
+
+def test_best_is_one_rule_everywhere_the_validation_accuracy_where_training_ended(tmp_path):
+    from labs import summary
+    from labutils import report
+    peaked = {"history": [{"epoch": 1, "val_accuracy": 0.97}, {"epoch": 2, "val_accuracy": 0.90}]}
+    steady = {"history": [{"epoch": 1, "val_accuracy": 0.91}, {"epoch": 2, "val_accuracy": 0.93}]}
+    assert results.best({"peaked": peaked, "steady": steady}) == "steady"
+    run = report.Run("mnist_mlp", {}, "cpu")
+    run.models = {"peaked": peaked, "steady": steady}
+    assert run.best() == "steady"
+    for name, m in (("peaked", peaked), ("steady", steady)):
+        folder = tmp_path / name
+        folder.mkdir()
+        results.write(folder / "results.json", results.build("mnist_mlp", {"seed": 0}, setting=name,
+                                                             models={"mlp": {"test_accuracy": 0.9, **m}}))
+    assert summary.best_run(summary.rows(summary.collect(tmp_path)))["run"] == "steady"
+
+
+def test_the_summary_counts_epochs_trained_not_evaluations(tmp_path):
+    from labs import summary
+    staged = [{"iteration": k * 200, "epoch": k * 200 * 128 / 54000, "val_accuracy": 0.9} for k in range(1, 7)]
+    results.write(tmp_path / "members" / "results.json", results.build(
+        "mnist_cnn_ensemble", {"seed": 0}, setting="members", models={
+            "member 1": {"test_accuracy": 0.9, "history": staged}, "ensemble": {"test_accuracy": 0.91, "history": []}}))
+    rows = {r["model"]: r for r in summary.rows(summary.collect(tmp_path))}
+    assert rows["member 1"]["epochs"] == pytest.approx(2.844, abs=1e-3) and rows["ensemble"]["epochs"] is None
+    summary.write(tmp_path, render=False, name="m")
+    assert "| 2.84 |" in (tmp_path / "summary.md").read_text()
