@@ -209,15 +209,15 @@ def run_one(assignment: str, params: dict, folder: str, setting: str) -> dict:
         return results
 
 
-_busy = False   # whether this worker process is running a task
+_busy, _stopping = False, False   # whether this worker process is running a task; whether it was told to stop
 
 
 def _start_worker(threads: int) -> None:
-    """Worker start-up: the runs' kernels share the cores instead of each taking all of them, Ctrl-C is left to
-    the parent, which stops the workers itself (SIGTERM: a task in progress is interrupted so that it cleans up,
-    its kernel and partial files included; an idle worker just ends), and a watch ends the worker (and its
-    kernel) if the parent dies."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Worker start-up: the runs' kernels share the cores instead of each taking all of them; a signal to stop
+    (Ctrl-C reaches the whole process group, the parent sends SIGTERM) interrupts the task in progress, so that it
+    cleans up, its kernel and partial files included, and no queued task starts after it; an idle worker just
+    ends on SIGTERM. A watch ends the worker (and its kernel) if the parent dies."""
+    signal.signal(signal.SIGINT, _stop_worker)
     signal.signal(signal.SIGTERM, _stop_worker)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
@@ -225,14 +225,19 @@ def _start_worker(threads: int) -> None:
 
 
 def _stop_worker(signum, frame):
+    global _stopping
+    _stopping = True
     if _busy:
         raise KeyboardInterrupt
-    os._exit(0)
+    if signum == signal.SIGTERM:
+        os._exit(0)
 
 
 def _busy_call(fn, *args):
-    """fn(*args) in a worker, marked busy meanwhile (see _stop_worker)."""
+    """fn(*args) in a worker, marked busy meanwhile (see _stop_worker); None, at once, once told to stop."""
     global _busy
+    if _stopping:
+        return None
     _busy = True
     try:
         return fn(*args)

@@ -8,6 +8,7 @@ back by the same readers, so a smoke run exercises the real loading path.
 
 import gzip
 import hashlib
+import io
 import os
 import pickle
 import struct
@@ -124,10 +125,23 @@ CIFAR_MD5 = {"data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2":
 SYNTHETIC_LABEL = "synthetic (labutils)"
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR-10 batch holds (dicts, lists, strings, bytes, numbers, NumPy arrays) and nothing else:
+    a file that names any other class or function is refused before anything in it can run."""
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.numeric", "_frombuffer"),
+               ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} has no place in a CIFAR-10 batch")
+
+
 def _read_cifar_batch(path: Path, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     raw = path.read_bytes()
-    try:
-        batch = pickle.loads(raw, encoding="latin1")   # the originals are Python 2 pickles, as torchvision reads them
+    try:   # the originals are Python 2 pickles, read as torchvision reads them (latin1), but with nothing run
+        batch = _BatchUnpickler(io.BytesIO(raw), encoding="latin1").load()
         pixels = torch.as_tensor(batch["data"], dtype=torch.uint8)
         labels = torch.tensor(batch["labels"], dtype=torch.long)
     except Exception:

@@ -45,3 +45,60 @@ def test_a_folder_of_someone_elses_files_is_refused_and_a_run_folder_keeps_what_
     assert labs("run", "mnist_mlp", "--smoke", *SMALL, "--output", run).returncode == 0
     assert (run / "mine.png").read_text() == "mine" and (run / ".mine.tmp").read_text() == "mine"
     assert (run / "curves.png").is_file() and "mine.png" not in json.loads((run / ".labs-run").read_text())["files"]
+
+
+# --- 2. no data file runs code ------------------------------------------------------------------
+
+class _Payload:
+    def __init__(self, flag):
+        self.flag = flag
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.flag}",))
+
+
+def test_a_crafted_cifar_batch_runs_nothing_and_is_the_damaged_file_sentence(tmp_path):
+    root = data.write_synthetic("cifar10", tmp_path / "data", n_train=50, n_test=20)
+    flag = tmp_path / "ran"
+    (root / "cifar-10-batches-py" / "data_batch_1").write_bytes(pickle.dumps({"data": _Payload(flag), "labels": []}))
+    with pytest.raises(LabsError, match="data_batch_1 is damaged or not a CIFAR-10 batch file"):
+        data.load("cifar10", str(root), download=False)
+    proc = labs("run", "cifar10_cnn", "-p", "data_dir", root, "-p", "download", "false", "-p", "models", "[lenet5]",
+                "-p", "ensemble", "0", "--output", tmp_path / "run")
+    assert proc.returncode == 1 and "data_batch_1 is damaged or not a CIFAR-10 batch file" in proc.stdout + proc.stderr
+    assert not flag.exists()                                                  # the payload never ran
+    ours = data.load("cifar10", synthetic=True, n_train=50, n_test=20)        # real batches still read
+    assert len(ours.train) == 45
+
+
+# --- 3. a stopped sweep stops --------------------------------------------------------------------
+
+def test_sigterm_on_a_sweep_stops_the_run_in_progress_and_starts_no_other(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("assignment: mnist_mlp\nparams: {hidden: [32, 32, 32]}\ngrid: {seed: [1, 2, 3, 4]}\n")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "labs", "sweep", str(path), "--smoke", "--output", str(out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: (out / "seed-1" / "results.json").exists(), 120)
+    started = time.perf_counter()
+    proc.send_signal(signal.SIGTERM)                         # what `timeout` sends, to labs alone
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted" in stderr and time.perf_counter() - started < 10   # timeout -k 10
+    assert not (out / "seed-3").exists() and not (out / "seed-4").exists()
+    assert not (out / ".labs.lock").exists()
+    assert not [p for p in out.rglob("*") if p.name in (".labs-kernel", ".report.partial.ipynb", ".labs.lock")]
+
+
+# --- 4. every bound checked before anything runs --------------------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["mnist_mlp", "-p", "seed", "99999999999999999999999"], "seed must be from 0 to 4,294,967,295"),
+    (["fashion_fcn_vs_lenet", "-p", "shift", "30"], "shift must be from 0 to 27 pixels, not 30"),
+    (["cifar10_cnn", "-p", "model3_widths", "[8,8,8,8,8,8]"], "and at most 5 of them (each stage halves"),
+    (["mnist_mlp", "--smoke", "-p", "val_fraction", "0.995", "-p", "n_train", "0"],
+     "n_train 0 (all: 1,000) with val_fraction 0.995 leaves 5 training images"),
+])
+def test_values_that_would_fail_inside_the_notebook_are_refused_before_it_starts(argv, message, tmp_path):
+    proc = labs("run", *argv, "--output", tmp_path / "run")
+    assert proc.returncode == 2 and one_line(proc) and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "run").exists()

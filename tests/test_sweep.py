@@ -154,6 +154,7 @@ def test_ctrl_c_stops_the_workers_at_once_and_keeps_the_finished_runs(tmp_path):
     assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
     finished = [d.name for d in out.iterdir() if (d / "results.json").exists()]
     assert "seed-1" in finished and len(finished) < 4
+    assert not (out / "seed-3").exists() and not (out / "seed-4").exists()   # after the signal, no run starts
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert {r["run"] for r in rows} == set(finished)
 
