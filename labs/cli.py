@@ -1,6 +1,7 @@
 """The `labs` command line (also `python -m labs`): its subcommands, and how faults end (one line, exit status 2)."""
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -96,14 +97,22 @@ def _summary(args) -> int:
         raise LabsError(f"{folder} holds no runs (no <run>/results.json); give the folder `labs sweep` wrote.")
     summary.check_one_sweep(folder, summary.collect(folder, warn=False))
     spec = load_yaml(folder / "sweep.yaml")
+    for key in ("reference", "notes"):
+        if not isinstance(spec.get(key) or {}, dict):
+            raise LabsError(f"{folder / 'sweep.yaml'}: `{key}` must be a mapping of run names to "
+                            f"{'test accuracies in %' if key == 'reference' else 'sentences'}; fix it.")
     print(_summary_line(summary.write(folder, reference=spec.get("reference") or {}, name=spec.get("name") or "",
                                       notes=spec.get("notes") or {}), folder))
     return 0
 
 
 def _summary_line(outcome: dict, folder: Path) -> str:
+    from labutils.vocab import plural
     best = f"; best: {outcome['best']}" if outcome["best"] else ""
-    return (f"{outcome['runs']} runs: {outcome['ok']} ok, {outcome['failed']} failed or diverged{best}\n"
+    older = outcome.get("older") or []
+    apart = (f"\n  {plural(len(older), 'older run')} in {folder} that the sweep file no longer makes "
+             f"({', '.join(older[:5])}{', ...' if len(older) > 5 else ''}) left out of the summary" if older else "")
+    return (f"{plural(outcome['runs'], 'run')}: {outcome['ok']} ok, {outcome['failed']} failed or diverged{best}{apart}\n"
             f"  summary: {folder / 'summary.html'} ({folder / 'summary.md'}, {folder / 'summary.csv'})")
 
 
@@ -152,6 +161,11 @@ def _check(args) -> int:
 
 def _data_download(args) -> int:
     from labutils.data import DATASETS, fetch
+    from labutils.vocab import did_you_mean, shown
+    for name in args.datasets:   # every name checked before any download
+        if name not in DATASETS:
+            raise LabsError(f"Unknown dataset {shown(name)}{did_you_mean(name[:100], DATASETS)}; choose one of "
+                            f"{', '.join(DATASETS)}.")
     for name in args.datasets or list(DATASETS):
         print(f"{name}: in {fetch(name, args.data_dir)}")
     return 0
@@ -235,6 +249,9 @@ def main(argv=None) -> int:
     except LabsError as e:
         print(f"labs: error: {e}", file=sys.stderr)
         return USAGE_ERROR
+    except BrokenPipeError:   # the reader went away (`labs list | head`): nothing is wrong with the disk
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:   # writing results, summaries or reports: a full disk, a folder made read-only, ...
         where = f" {e.filename}" if e.filename else ""
         print(f"labs: error: could not write{where}: {e.strerror or e}; free some disk space or check the "

@@ -48,12 +48,26 @@ def _run_row(folder: Path, results: dict, base: Path, name: str) -> str:
             f'<td class="num">{results.get("wall_seconds") or 0:.0f} s</td></tr>')
 
 
+def _files(root: Path, names) -> list:
+    """Files of these names anywhere under `root`, through symlinked folders too (each real folder once)."""
+    found, seen = [], set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:   # a link back up the tree, or two links to one folder
+            subfolders.clear()
+            continue
+        seen.add(real)
+        found += [Path(folder) / name for name in files if name in names]
+    return found
+
+
 def collect(root: Path) -> tuple:
     """(runs, sweeps) under `root`: runs as [(folder, results)], sweeps as [(folder, {run: results})]; a run inside
     a sweep's folder belongs to that sweep."""
-    sweeps = sorted({p.parent for p in root.rglob("sweep.yaml")} | {p.parent for p in root.rglob("summary.csv")})
+    found = _files(root, ("results.json", "sweep.yaml", "summary.csv"))
+    sweeps = sorted({p.parent for p in found if p.name != "results.json"})
     runs = []
-    for path in sorted(root.rglob("results.json")):
+    for path in sorted(p for p in found if p.name == "results.json"):
         if path.parent.parent not in sweeps:
             results = results_file.read(path.parent)
             if results is not None:

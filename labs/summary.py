@@ -7,22 +7,44 @@ import io
 import json
 from pathlib import Path
 
+import yaml
+
 from labutils import LabsError, results as results_file
-from labutils.vocab import is_number, label
+from labutils.vocab import is_number, label, plural
 
 SUMMARY_NOTEBOOK = "sweep_summary.ipynb"
 COLUMNS = ["run", "model", "status", "test_accuracy", "test_loss", "val_accuracy", "epochs", "wall_seconds", "error"]
 
 
 def collect(sweep_dir, warn: bool = True) -> dict:
-    """Run name -> results.json, for every run folder of the sweep (sorted by name); an unusable results.json is
-    left out, named in one warning line."""
-    found = {}
+    """Run name -> results.json, for every run folder of the sweep that its sweep file makes now (sweep.yaml's
+    `made`; all of them without one), sorted by name; an unusable results.json is left out, named in one warning
+    line."""
+    found, current = {}, made(sweep_dir)
     for path in sorted(Path(sweep_dir).glob("*/results.json")):
-        results = results_file.read(path.parent, warn)
-        if results is not None:
-            found[path.parent.name] = results
+        if current is None or path.parent.name in current:
+            results = results_file.read(path.parent, warn)
+            if results is not None:
+                found[path.parent.name] = results
     return found
+
+
+def made(sweep_dir) -> set | None:
+    """The runs the sweep file makes as it now stands (sweep.yaml's `made`), or None when that is not known."""
+    path = Path(sweep_dir) / "sweep.yaml"
+    try:
+        spec = yaml.safe_load(path.read_text()) if path.is_file() and path.stat().st_size < 10_000_000 else None
+    except (OSError, yaml.YAMLError):
+        return None
+    runs = spec.get("made") if isinstance(spec, dict) else None
+    return set(runs) if isinstance(runs, dict) else None
+
+
+def older(sweep_dir) -> list:
+    """Run folders beside the sweep's runs that its sweep file no longer makes (it was edited since)."""
+    current = made(sweep_dir)
+    return [] if current is None else sorted(p.parent.name for p in Path(sweep_dir).glob("*/results.json")
+                                             if p.parent.name not in current)
 
 
 def check_one_sweep(sweep_dir: Path, runs: dict) -> None:
@@ -70,7 +92,7 @@ def heading(name: str, runs: dict, names: list) -> str:
     synthetic = sum(bool(r.get("params", {}).get("synthetic")) for r in runs.values())
     data = ("synthetic data (a smoke run)" if synthetic == len(runs) else "the real dataset" if not synthetic else
             f"the real dataset ({synthetic} of them on synthetic data)")
-    return (f"# Sweep {name}\n\n{len(runs)} runs of {assignments} on {data}; "
+    return (f"# Sweep {name}\n\n{plural(len(runs), 'run')} of {assignments} on {data}; "
             f"varied: {', '.join(names) or 'nothing'}.\n")
 
 
@@ -219,7 +241,7 @@ def write(sweep_dir, render: bool = True, reference: dict | None = None, name: s
     best = best_run(table)
     return {"runs": len(runs), "ok": sum(r.get("status") == "ok" for r in runs.values()),
             "failed": sum(r.get("status") != "ok" for r in runs.values()),
-            "best": best["run"] if best else None}
+            "best": best["run"] if best else None, "older": older(sweep_dir)}
 
 
 # --- the comparison report's views (notebooks/sweep_summary.ipynb), one call each ---------------

@@ -6,6 +6,7 @@ torchvision is imported only to download. Synthetic data is written in the same 
 back by the same readers, so a smoke run exercises the real loading path.
 """
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -223,15 +224,39 @@ def fetch(name: str, path: str = "") -> Path:
     if spec.present(root / spec.folder):
         return root
     try:
-        import torchvision.datasets  # slow to import: only when a download is needed
-        getattr(torchvision.datasets, spec.torchvision_class)(str(root), train=True, download=True)
-    except Exception as e:  # any failure to fetch becomes one clear message
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
-        reason = " ... ".join(dict.fromkeys([lines[0], lines[-1]]))[:240]   # what failed, and why
-        raise LabsError(_missing(spec, root, f"could not be downloaded ({reason})")) from None
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LabsError(_missing(spec, root, f"its folder cannot be made ({e.strerror or e})")) from None
+    with download_lock(root, name):   # a second download into this folder waits for the first, then finds it
+        if spec.present(root / spec.folder):
+            return root
+        try:
+            import torchvision.datasets  # slow to import: only when a download is needed
+            getattr(torchvision.datasets, spec.torchvision_class)(str(root), train=True, download=True)
+        except Exception as e:  # any failure to fetch becomes one clear message
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+            reason = " ... ".join(dict.fromkeys([lines[0], lines[-1]]))[:240]   # what failed, and why
+            raise LabsError(_missing(spec, root, f"could not be downloaded ({reason})")) from None
     if not spec.present(root / spec.folder):
         raise LabsError(_missing(spec, root, "was downloaded but its files are not where expected"))
     return root
+
+
+@contextlib.contextmanager
+def download_lock(root: Path, name: str):
+    """Hold `root`/.labs-download-<name>.lock while a dataset downloads: other processes wait for it (POSIX; where
+    file locks are missing, as on Windows, downloads are not serialized)."""
+    with open(root / f".labs-download-{name}.lock", "w") as lock:
+        try:
+            import fcntl
+        except ImportError:
+            yield
+            return
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _missing(spec: Dataset, root: Path, what: str) -> str:

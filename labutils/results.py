@@ -158,6 +158,12 @@ def read(folder: Path, warn: bool = True) -> dict | None:
     path = Path(folder) / "results.json"
     if not path.exists():
         return None
+    if not path.is_file() or path.stat().st_size > 100_000_000:   # a FIFO would hang the reader, a huge file stall it
+        why = "it is not a regular file" if not path.is_file() else "it is far larger than a run's record"
+        if warn:
+            print(f"labs: warning: {path} is not a usable results.json ({why}); it counts as no result "
+                  f"(a sweep runs it again).", file=sys.stderr, flush=True)
+        return None
     try:
         results = json.loads(path.read_text())
         why = problem(results)

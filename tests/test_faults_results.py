@@ -41,7 +41,7 @@ def test_unusable_results_files_are_named_once_and_break_no_command(tmp_path):
     assert index.returncode == 0 and index.stderr.count("labs: warning:") == len(BROKEN) + 1   # and the "{}"
     assert "bad-0" not in (tmp_path / "outputs" / "index.html").read_text()
     summary = labs("summary", sweep_dir)
-    assert summary.returncode == 0 and "1 runs: 1 ok" in summary.stdout and "Traceback" not in summary.stderr
+    assert summary.returncode == 0 and "1 run: 1 ok" in summary.stdout and "Traceback" not in summary.stderr
     assert summary.stderr.count("labs: warning:") == len(BROKEN)
 
 

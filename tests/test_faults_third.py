@@ -102,3 +102,69 @@ def test_values_that_would_fail_inside_the_notebook_are_refused_before_it_starts
     proc = labs("run", *argv, "--output", tmp_path / "run")
     assert proc.returncode == 2 and one_line(proc) and message in proc.stderr, proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+# --- 5. two downloads into one folder -------------------------------------------------------------
+
+def test_a_second_download_into_a_folder_waits_for_the_first_and_then_finds_the_files(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    with data.download_lock(root, "fashion_mnist"):          # the first download, in progress
+        second = subprocess.Popen([sys.executable, "-m", "labs", "data", "download", "fashion_mnist", "--data-dir",
+                                   str(root)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(4)
+        assert second.poll() is None                          # it waits; it does not download beside the first
+        data.write_synthetic("fashion_mnist", root, n_train=50, n_test=20)   # the first one's files arrive
+    stdout, stderr = second.communicate(timeout=60)
+    assert second.returncode == 0 and f"fashion_mnist: in {root}" in stdout, stderr
+
+
+# --- 6. a sweep file edited since ------------------------------------------------------------------
+
+def test_an_edited_sweep_file_is_summarized_as_it_now_stands(tmp_path):
+    good = "{name: a, synthetic: true, n_train: 600, n_test: 100, epochs: 2, batch_size: 32, hidden: [256, 256, 256]}"
+    broken = f"{{name: broken, download: false, data_dir: {str(tmp_path / 'none')!r}}}"
+    path, out = tmp_path / "s.yaml", tmp_path / "out"
+    path.write_text(f"assignment: mnist_mlp\nruns: [{good}, {broken}]\n")
+    first = labs("sweep", path, "--output", out)
+    assert first.returncode == 1 and "broken: failed" in first.stdout
+    path.write_text(f"assignment: mnist_mlp\nruns: [{good}]\n")          # the broken run taken out
+    again = labs("sweep", path, "--output", out)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 run: 1 ok, 0 failed" in again.stdout
+    assert "1 older run in" in again.stdout and "(broken) left out of the summary" in again.stdout
+    assert "broken" not in (out / "summary.md").read_text() and "broken" not in (out / "summary.csv").read_text()
+    assert (out / "broken" / "results.json").is_file()                   # kept, only left out
+
+
+# --- 7. misleading or late ------------------------------------------------------------------------
+
+def test_labs_summary_with_a_reference_that_is_no_mapping_is_one_line(tmp_path):
+    out = tmp_path / "out"
+    (out / "a").mkdir(parents=True)
+    from labutils import results
+    results.write(out / "a" / "results.json", results.build("mnist_mlp", {"seed": 0}, setting="a"))
+    (out / "sweep.yaml").write_text("assignment: mnist_mlp\nreference: [1, 2]\n")
+    proc = labs("summary", out)
+    assert proc.returncode == 2 and one_line(proc) and "`reference` must be a mapping" in proc.stderr
+
+
+def test_a_fifo_named_results_json_does_not_hang_the_index_and_symlinked_runs_are_listed(tmp_path):
+    from labutils import results
+    outputs, elsewhere = tmp_path / "outputs", tmp_path / "elsewhere"
+    (outputs / "mnist_mlp" / "stuck").mkdir(parents=True)
+    os.mkfifo(outputs / "mnist_mlp" / "stuck" / "results.json")
+    (elsewhere / "run").mkdir(parents=True)
+    results.write(elsewhere / "run" / "results.json", results.build("mnist_mlp", {"seed": 0}))
+    (outputs / "linked").symlink_to(elsewhere)
+    (elsewhere / "loop").symlink_to(outputs)                               # a link back up: walked once
+    proc = labs("index", outputs, timeout=30)
+    assert proc.returncode == 0 and "not a regular file" in proc.stderr
+    assert "linked/run" in (outputs / "index.html").read_text()
+
+
+def test_unknown_datasets_are_refused_before_any_download(tmp_path):
+    proc = labs("data", "download", "fashion_mnist", "fooo", "--data-dir", tmp_path)
+    assert proc.returncode == 2 and one_line(proc) and "Unknown dataset 'fooo'" in proc.stderr
+    assert "(did you mean" in proc.stderr or "choose one of mnist, fashion_mnist, cifar10" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
