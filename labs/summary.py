@@ -6,11 +6,12 @@ import csv
 import io
 import json
 from pathlib import Path
+from urllib.parse import quote
 
 import yaml
 
 from labutils import LabsError, results as results_file
-from labutils.vocab import is_number, label, plural
+from labutils.vocab import is_number, label, md, plural
 
 SUMMARY_NOTEBOOK = "sweep_summary.ipynb"
 COLUMNS = ["run", "model", "status", "test_accuracy", "test_loss", "val_accuracy", "epochs", "wall_seconds", "error"]
@@ -92,8 +93,8 @@ def heading(name: str, runs: dict, names: list) -> str:
     synthetic = sum(bool(r.get("params", {}).get("synthetic")) for r in runs.values())
     data = ("synthetic data (a smoke run)" if synthetic == len(runs) else "the real dataset" if not synthetic else
             f"the real dataset ({synthetic} of them on synthetic data)")
-    return (f"# Sweep {name}\n\n{plural(len(runs), 'run')} of {assignments} on {data}; "
-            f"varied: {', '.join(names) or 'nothing'}.\n")
+    return (f"# Sweep {md(name)}\n\n{plural(len(runs), 'run')} of {md(assignments)} on {data}; "
+            f"varied: {md(', '.join(names) or 'nothing')}.\n")
 
 
 def settings(table: list) -> list:
@@ -161,9 +162,14 @@ def to_csv(table: list, names: list) -> str:
 def _linked(row: dict) -> str:
     """The run's name linked to its report; a setting of several seeds links each seed's report."""
     if row.get("seeds", 1) == 1:
-        return f"[{row['run']}]({row['runs'][0] if 'runs' in row else row['run']}/report.html)"
-    seeds = " ".join(f"[{seed}]({run}/report.html)" for run, seed in zip(row["runs"], row["seeds_list"]))
-    return f"{row['run']} (seeds {seeds})"
+        return _link(row["runs"][0] if "runs" in row else row["run"], row["run"])
+    seeds = " ".join(_link(run, seed) for run, seed in zip(row["runs"], row["seeds_list"]))
+    return f"{md(row['run'])} (seeds {seeds})"
+
+
+def _link(run: str, text) -> str:
+    """A Markdown link to a run's report: its name shown as text, its folder quoted as a URL."""
+    return f"[{md(text)}]({quote(run)}/report.html)"
 
 
 def to_markdown(table: list, names: list, reference: dict | None = None) -> str:
@@ -173,11 +179,10 @@ def to_markdown(table: list, names: list, reference: dict | None = None) -> str:
     rows = settings(table)
     names = [n for n in names if n != "seed" or all(r["seeds"] == 1 for r in rows)]
     columns = ["run", "model", *names, *COLUMNS[2:]]
-    header = [c.replace("_", " ") for c in columns] + (["seed report"] if reference else [])
+    header = [md(c.replace("_", " ")) for c in columns] + (["seed report"] if reference else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in best_first(rows):
-        cells = [_linked(row) if c == "run" else _fmt(c, row[c]).replace("|", "/").replace("\n", " ")
-                 for c in columns]
+        cells = [_linked(row) if c == "run" else md(_fmt(c, row[c])) for c in columns]
         if row["seeds"] > 1 and row["test_min"] is not None:
             cells[columns.index("test_accuracy")] += f" ({100 * row['test_min']:.2f}-{100 * row['test_max']:.2f})"
         if reference:
@@ -195,7 +200,7 @@ def differences(table: list, reference: dict, notes: dict | None = None, points:
         ours, theirs = row["test_accuracy"], reference.get(row["run"])
         if ours is None or theirs is None or abs(100 * ours - theirs) <= points:
             continue
-        text = (f"**{row['run']}**: ours {100 * ours:.2f} % against the report's {theirs:.2f} % "
+        text = (f"**{md(row['run'])}**: ours {100 * ours:.2f} % against the report's {theirs:.2f} % "
                 f"({100 * ours - theirs:+.2f} points).")
         if row["seeds"] > 1:
             spread = 100 * (row["test_max"] - row["test_min"])
@@ -209,7 +214,7 @@ def differences(table: list, reference: dict, notes: dict | None = None, points:
         else:
             text += " One seed only: add `seeds: [0, 1, 2]` to the sweep file to see how much it varies."
         if (notes or {}).get(row["run"]):
-            text += f" {notes[row['run']]}"
+            text += f" {md(notes[row['run']])}"
         sentences.append(text)
     return sentences
 
@@ -277,10 +282,10 @@ def show_best(runs: dict) -> None:
     if best is None:
         print("no run finished")
         return
-    _show(f"**[{best['run']}]({best['run']}/report.html)** ({best['model']}): validation accuracy "
+    _show(f"**{_link(best['run'], best['run'])}** ({md(best['model'])}): validation accuracy "
           f"{best['val_accuracy']:.2%} where training ended, test accuracy {best['test_accuracy']:.2%}.\n\n"
           "| parameter | value |\n|---|---|\n"
-          + "\n".join(f"| {k} | {label(v)} |" for k, v in runs[best["run"]]["params"].items()))
+          + "\n".join(f"| {md(k)} | {md(label(v))} |" for k, v in runs[best["run"]]["params"].items()))
 
 
 def show_failed(runs: dict) -> None:
@@ -289,7 +294,7 @@ def show_failed(runs: dict) -> None:
         print("none: every run finished ok")
         return
     _show("| run | status | error |\n|---|---|---|\n" + "\n".join(
-        f"| [{run}]({run}/report.html) | {r['status']} | {(r.get('error') or '').replace('|', '/')} |"
+        f"| {_link(run, run)} | {md(r['status'])} | {md(r.get('error') or '')} |"
         for run, r in failed.items()))
 
 

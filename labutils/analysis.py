@@ -11,7 +11,7 @@ from IPython.display import Markdown
 
 from .reported import reported
 from .results import epoch_seconds, final_val_accuracy
-from .vocab import plural
+from .vocab import md, plural
 
 
 def pct(accuracy: float) -> str:
@@ -28,7 +28,7 @@ def _when(row: dict) -> str:
 
 
 def _names(names: list) -> str:
-    bold = [f"**{n}**" for n in names]
+    bold = [f"**{md(n)}**" for n in names]
     return bold[0] if len(bold) == 1 else ", ".join(bold[:-1]) + " and " + bold[-1]
 
 
@@ -143,7 +143,7 @@ def learning_curve(name: str, history: list) -> str:
 
 def divergence(fits: dict) -> str:
     """Markdown: one line per trained model, ok or why it diverged."""
-    return "\n".join(f"- {name}: {'ok' if fit.status == 'ok' else 'DIVERGED: ' + str(fit.error)}"
+    return "\n".join(f"- {md(name)}: {'ok' if fit.status == 'ok' else 'DIVERGED: ' + md(fit.error)}"
                      for name, fit in fits.items())
 
 

@@ -15,7 +15,7 @@ from .models import count_parameters, summary
 from .style import legend_outside
 from .parameters import check_notebook
 from .train import pick_device, precision_for
-from .vocab import label
+from .vocab import label, md
 
 
 # --- a run's record -----------------------------------------------------------------------
@@ -34,7 +34,7 @@ def start(assignment: str, namespace: dict, gpu_advice: str = "") -> "Run":
     shown = dict(params)
     if "precision" in shown:
         shown["precision"] = f"{params['precision']} ({precision_for(device, params['precision'])} here)"
-    display(Markdown(f"Running on **{device}** with these parameters:\n\n" + parameter_table(shown)))
+    display(Markdown(f"Running on **{md(device)}** with these parameters:\n\n" + parameter_table(shown)))
     return run
 
 
@@ -112,14 +112,15 @@ class Run:
 
 
 def parameter_table(params: dict, columns: int = 3) -> str:
-    """The run's parameters as one compact markdown table: `columns` name-value pairs per row."""
+    """The run's parameters as one compact markdown table: `columns` name-value pairs per row, every value shown
+    as text, exactly as given (vocab.md)."""
     def shown(value):
         if value == "":
             return "(empty)"
         if isinstance(value, list) and not all(isinstance(v, (int, float)) for v in value):
             return ", ".join(map(str, value)) if all(isinstance(v, str) for v in value) else str(value)
         return label(value)
-    cells = [f"`{name}` | {shown(value)}" for name, value in params.items()]
+    cells = [f"`{name}` | {md(shown(value))}" for name, value in params.items()]   # names: the cell's own
     cells += [" | "] * (-len(cells) % columns)
     rows = [" | ".join(cells[i:i + columns]) for i in range(0, len(cells), columns)]
     return "\n".join(["| parameter | value " * columns + "|", "|---|---" * columns + "|"]

@@ -3,7 +3,9 @@ their checks, without torch: the notebook library implements exactly these, and 
 before a notebook starts (tests/test_params.py keeps the two in step)."""
 
 import difflib
+import html
 import math
+import re
 import reprlib
 
 from . import LabsError
@@ -96,6 +98,13 @@ def label(value) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
+
+
+def md(value) -> str:
+    """A value as Markdown text that shows it exactly as given: HTML escaped (no tag, attribute or entity of a
+    user's survives), Markdown's own punctuation backslashed (no emphasis, link, table cell or heading). For every
+    string that a user or a file controls: parameter values, sweep and run names, notes, errors, paths."""
+    return html.escape(re.sub(r"([\\`*_{}\[\]()#+\-.!|~])", r"\\\1", str(value)), quote=True).replace("\n", " ")
 
 
 def plural(n: int, word: str) -> str:
