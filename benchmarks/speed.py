@@ -85,6 +85,25 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def sgemm_gflops(device, n: int = 2048, rounds: int = 5) -> float:
+    """The hardware's own limit, as a reader can compare each model with: an n x n fp32 matrix product, GFLOPS."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    sync(device)
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
+def training_gflops(macs_per_image: int, images_per_second: float) -> float:
+    """Training work done per second: 2 FLOPs per multiply-accumulate, forward and backward about 3 forwards."""
+    return 6 * macs_per_image * images_per_second / 1e9
+
+
 # --- the seed reports' pipeline --------------------------------------------------------------
 
 def seed_loaders(name: str, root: str, n_train: int, batch: int, augment):
@@ -166,9 +185,11 @@ def step_rate(model, x, y, precision: str, steps: int) -> float:
     return steps * len(x) / (time.perf_counter() - start)
 
 
-def measure_model(name: str, device, rounds: int, seconds: float, root_of) -> dict:
+def measure_model(name: str, device, rounds: int, seconds: float, root_of, layout_rounds: int = 0,
+                  precisions=("fp32", "bf16")) -> dict:
     build, dataset, batch, augment = MODELS[name]
     spec = data.DATASETS[dataset]
+    layout_rounds = layout_rounds or rounds
     torch.manual_seed(0)
     probe = build().to(device)
     x = torch.randn(batch, *spec.shape, device=device)
@@ -191,12 +212,14 @@ def measure_model(name: str, device, rounds: int, seconds: float, root_of) -> di
         rates["eval_fp32"] = max(rates["eval_fp32"], ours_evaluate(nets["fp32"], ours.test, "fp32", device))
         rates["eval_auto"] = max(rates["eval_auto"], ours_evaluate(nets["auto"], ours.test, auto, device))
     result = {"batch": batch, "augment": str(augment or "none"), "train_images": n_train, "auto": auto,
-              "layout": "channels_last" if train.channels_last(build(), device) else "contiguous", **rates}
+              "layout": "channels_last" if train.channels_last(build(), device) else "contiguous",
+              "macs": models.summary(build(), spec.shape)["macs"], **rates}
     if any(isinstance(m, torch.nn.Conv2d) for m in probe.modules()):   # what decides auto and the layout
         steps = max(3, int(seconds * per_second / batch / 4))
-        grid = {}
-        for _ in range(rounds):
-            for precision in ("fp32", "bf16"):
+        grid, ratios = {}, {precision: [] for precision in precisions}
+        for _ in range(layout_rounds):   # alternating, so that the machine's drift falls on both layouts alike
+            for precision in precisions:
+                pair = {}
                 for layout in ("contiguous", "channels_last"):
                     torch.manual_seed(0)
                     net = build().to(device)
@@ -205,8 +228,11 @@ def measure_model(name: str, device, rounds: int, seconds: float, root_of) -> di
                         net.to(memory_format=torch.channels_last)
                         xx = x.contiguous(memory_format=torch.channels_last)
                     key = f"step_{precision}_{layout}"
-                    grid[key] = max(grid.get(key, 0.0), step_rate(net, xx, y, precision, steps))
+                    pair[layout] = step_rate(net, xx, y, precision, steps)
+                    grid[key] = max(grid.get(key, 0.0), pair[layout])
+                ratios[precision].append(pair["channels_last"] / pair["contiguous"])
         result.update(grid)
+        result["layout_ratios"] = ratios   # channels-last / contiguous, round by round: the benchmark's noise
     return result
 
 
@@ -227,9 +253,16 @@ def lab_runs(folder: Path) -> dict:
 
 
 def time_lab(lab: str, data_dir: str, precision: str) -> float | None:
-    """Wall seconds of one default `labs run` of `lab` (its dataset read from data_dir), or None if it failed."""
+    """Wall seconds of one default `labs run` of `lab` (its dataset read from data_dir), or None if it failed.
+    Lab 04 takes FashionMNIST as its `dataset`; lab 01, which has no such parameter, reads FashionMNIST's files
+    where it looks for MNIST's when MNIST is missing (the same format and size: the same time)."""
     extra = ["-p", "dataset", "fashion_mnist"] if lab == "mnist_cnn_ensemble" else []
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as out, tempfile.TemporaryDirectory() as stand_in:
+        mnist, fashion = data.DATASETS["mnist"], data.DATASETS["fashion_mnist"]
+        if lab == "mnist_mlp" and not mnist.present(Path(data_dir) / mnist.folder):
+            (Path(stand_in) / mnist.folder).parent.mkdir(parents=True)
+            (Path(stand_in) / mnist.folder).symlink_to((Path(data_dir) / fashion.folder).resolve())
+            data_dir = stand_in
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "labs", "run", lab, "-p", "data_dir", data_dir, "-p",
                                "download", "false", "-p", "precision", precision, *extra, "--output", out],
@@ -242,40 +275,122 @@ def time_lab(lab: str, data_dir: str, precision: str) -> float | None:
         return {"seconds": seconds, "accuracy": {n: m["test_accuracy"] for n, m in record["models"].items()}}
 
 
+def schedule_images(stages: list) -> int:
+    """Training images of one network over a staged schedule (each stage's batch size moving linearly)."""
+    plan = train.Recipe(stages=stages, update_every=50).laid_out(1)
+    return sum(plan.at(i)[1] for i in range(plan.total))
+
+
+def estimates(measured: dict) -> dict:
+    """Training time of the schedules too long to run here, from the measured training speeds (ours, auto)."""
+    import yaml
+    rate = {name: r["train_auto"] for name, r in measured.items()}
+    found, cifar = {}, 45_000   # CIFAR-10's training split at val_fraction 0.1
+    if {"lenet5", "model2", "model3"} <= rate.keys():
+        per_epoch = {name: cifar / rate[name] for name in ("lenet5", "model2", "model3")}
+        for name in per_epoch:
+            found[f"cifar10_cnn, one epoch of {name}"] = {"what": name, "images": cifar, "seconds": per_epoch[name]}
+        found["cifar10_cnn default (20 epochs of lenet5, model2, model3, and 2 more model3 for the ensemble of 3)"] = {
+            "what": "5 networks", "images": 20 * cifar, "seconds": 20 * (per_epoch["lenet5"] + per_epoch["model2"]
+                                                                         + 3 * per_epoch["model3"])}
+        found["cifar10_cnn seed-model2.yaml (model2, 20 epochs)"] = {"what": "model2", "images": 20 * cifar,
+                                                                      "seconds": 20 * per_epoch["model2"]}
+    if "ensemble_cnn" in rate:
+        stages = yaml.safe_load((ROOT / "params" / "mnist_cnn_ensemble" / "seed.yaml").read_text())["stages"]
+        images = schedule_images(stages)
+        found["mnist_cnn_ensemble seed.yaml (the report's 7,400 iterations, 2 networks)"] = {
+            "what": "2 networks", "images": images, "seconds": 2 * images / rate["ensemble_cnn"]}
+    return found
+
+
+def profile_step(name: str, device, steps: int = 30) -> str:
+    """Where a training step of `name` spends its time (torch.profiler, its lab's batch, ours as auto picks): the
+    operators by their own CPU time, as a markdown table."""
+    from torch.profiler import ProfilerActivity, profile
+    build, dataset, batch, augment = MODELS[name]
+    spec = data.DATASETS[dataset]
+    torch.manual_seed(0)
+    model = build().to(device)
+    layout = train.prepare(model, device)
+    x = torch.randn(batch, *spec.shape, device=device).contiguous(memory_format=data.images_layout(device))
+    y = torch.randint(0, 10, (batch,), device=device)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    precision = train.precision_for(device, "auto")
+    for _ in range(5):
+        train.step(model, opt, torch.nn.functional.cross_entropy, augment(x) if augment else x, y, precision=precision)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            train.step(model, opt, torch.nn.functional.cross_entropy, augment(x) if augment else x, y,
+                       precision=precision)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    lines = [f"Where a training step of **{name}** goes (batch {batch}, {layout.replace('_', '-')}, {precision}, "
+             f"{steps} steps under torch.profiler: {total / steps / 1000:.1f} ms of CPU per step), operators by their "
+             f"own CPU time:", "", "| operator | share | ms per step | calls per step |", "|---|---:|---:|---:|"]
+    for e in events[:12]:
+        lines.append(f"| `{e.key}` | {e.self_cpu_time_total / total:.1%} | {e.self_cpu_time_total / steps / 1000:.2f} | "
+                     f"{e.count / steps:.0f} |")
+    return "\n".join(lines)
+
+
 # --- the tables --------------------------------------------------------------------------------
 
-def table(info: dict, measured: dict, labs: dict) -> str:
+def verdict(ratios: list, noise: float = 0.05) -> str:
+    """channels-last against contiguous over the rounds: faster or slower only when every round agrees by more
+    than `noise`, else level."""
+    if min(ratios) > 1 + noise:
+        return "channels-last faster"
+    if max(ratios) < 1 - noise:
+        return "contiguous faster"
+    return "level"
+
+
+def table(info: dict, measured: dict, labs: dict, estimates: dict | None = None, profile: str = "") -> str:
     auto = info["auto"]
+    limit = info.get("sgemm_gflops")
     lines = [f"## {machine_name(info)}", "",
              f"torch {info['torch']}, Python {info['python']}, {info['threads']} threads, {info['date']}; "
-             f"`precision: auto` is **{auto}** here.", "",
+             f"`precision: auto` is **{auto}** here." + (f" The hardware's own limit, a 2048 x 2048 fp32 matrix "
+                                                          f"product: **{limit:,.0f} GFLOPS**." if limit else ""), "",
              "Images per second, each pipeline's best of its rounds; the batch size and augmentation of each "
              "model's lab. *seed*: the seed reports' pipeline (torchvision dataset, per-image transforms, "
              "DataLoader, fp32); *fp32*: ours in fp32; *auto*: ours as `precision: auto` and the layout rule "
-             "pick here.", "",
-             "| model | batch | layout | training: seed | fp32 | auto | auto / fp32 | auto / seed | "
-             "evaluation: seed | fp32 | auto | auto / seed |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "pick here. *GFLOPS*: ours (auto) at 6 FLOPs per multiply-accumulate per image (forward and backward),"
+             " and its share of the matrix product's.", "",
+             "| model | batch | layout | training: seed | fp32 | auto | auto / fp32 | auto / seed | GFLOPS (of the "
+             "limit) | evaluation: seed | fp32 | auto | auto / seed |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in measured.items():
+        gflops = training_gflops(r["macs"], r["train_auto"]) if "macs" in r else None
+        share = f"{gflops:,.1f} ({gflops / limit:.0%})" if gflops and limit else ""
         lines.append(f"| {name} | {r['batch']} | {r['layout'].replace('_', '-')} | {r['train_seed']:,.0f} | "
                      f"{r['train_fp32']:,.0f} | {r['train_auto']:,.0f} | {r['train_auto'] / r['train_fp32']:.2f}x | "
-                     f"{r['train_auto'] / r['train_seed']:.2f}x | {r['eval_seed']:,.0f} | {r['eval_fp32']:,.0f} | "
-                     f"{r['eval_auto']:,.0f} | {r['eval_auto'] / r['eval_seed']:.2f}x |")
+                     f"{r['train_auto'] / r['train_seed']:.2f}x | {share} | {r['eval_seed']:,.0f} | "
+                     f"{r['eval_fp32']:,.0f} | {r['eval_auto']:,.0f} | {r['eval_auto'] / r['eval_seed']:.2f}x |")
     convs = {n: r for n, r in measured.items() if "step_fp32_contiguous" in r}
     if convs:
-        lines += ["", "Training steps of the conv nets (one batch, Adam), images per second, by precision and "
-                      "memory layout:", "",
-                  "| model | fp32 | bf16 | fp32, channels-last | bf16, channels-last | best |",
-                  "|---|---:|---:|---:|---:|---|"]
+        precisions = [p for p in ("fp32", "bf16") if all(f"step_{p}_contiguous" in r for r in convs.values())]
+        lines += ["", "Training steps of the conv nets (one batch, Adam), images per second, each layout's best of "
+                      "its rounds (the layouts alternate within a round); *ratio*: channels-last / contiguous, "
+                      "best round and the range over the rounds; *measured*: a layout counts as faster only when "
+                      "every round agrees by more than 5 %; *rule*: what train.channels_last picks here.", "",
+                  "| model | precision | contiguous | channels-last | ratio (range) | GFLOPS, best | measured | "
+                  "rule | rule right |", "|---|---|---:|---:|---|---:|---|---|---|"]
         for name, r in convs.items():
-            keys = ("step_fp32_contiguous", "step_bf16_contiguous", "step_fp32_channels_last",
-                    "step_bf16_channels_last")
-            best = max(keys, key=r.get).removeprefix("step_").replace("_channels_last", ", channels-last") \
-                .replace("_contiguous", "")
-            lines.append(f"| {name} | " + " | ".join(f"{r[k]:,.0f}" for k in keys) + f" | {best} |")
+            for precision in precisions:
+                a, b = r[f"step_{precision}_contiguous"], r[f"step_{precision}_channels_last"]
+                ratios = r.get("layout_ratios", {}).get(precision) or [b / a]
+                found = verdict(ratios)
+                rule = r["layout"]
+                right = (found == "level" or (found == "channels-last faster") == (rule == "channels_last"))
+                gflops = f"{training_gflops(r['macs'], max(a, b)):,.1f}" if "macs" in r else ""
+                lines.append(f"| {name} | {precision} | {a:,.0f} | {b:,.0f} | {b / a:.2f}x ({min(ratios):.2f}-"
+                             f"{max(ratios):.2f}) | {gflops} | {found} | {rule.replace('_', '-')} | "
+                             f"{'yes' if right else '**no**'} |")
     if labs:
-        lines += ["", "Wall time of a default `labs run` (real FashionMNIST; lab 04 takes it as its `dataset`), the "
-                      "median over its seeds where there were several, and its test accuracy (mean):", "",
+        lines += ["", "Wall time of a default `labs run`, and its test accuracy (mean): real FashionMNIST (lab 04 "
+                      "takes it as its `dataset`; for lab 01, FashionMNIST's files stand in for MNIST's, the same "
+                      "format and size); the median over its seeds where there were several:", "",
                   "| lab | precision | wall time | seeds | test accuracy |", "|---|---|---:|---:|---|"]
         for lab, runs in labs.items():
             for precision, r in runs.items():
@@ -285,6 +400,17 @@ def table(info: dict, measured: dict, labs: dict) -> str:
             if {"fp32", "bf16"} <= runs.keys() and all(runs.values()):
                 lines.append(f"| {lab} | bf16 against fp32 | {runs['fp32']['seconds'] / runs['bf16']['seconds']:.2f}x "
                              f"as fast | | |")
+    if estimates:
+        lines += ["", "Estimated from the training speeds above (ours, auto) where a run is too long to make here "
+                      "(CIFAR-10 cannot be downloaded on this machine; its speed does not depend on the pixels): the "
+                      "training images of each schedule divided by the model's images per second; evaluation and "
+                      "figures add a few percent.", "",
+                  "| lab and schedule | what trains | images per network | estimated training time |",
+                  "|---|---|---:|---:|"]
+        for key, e in estimates.items():
+            lines.append(f"| {key} | {e['what']} | {e['images']:,} | {e['seconds'] / 60:,.0f} min |")
+    if profile:
+        lines += ["", profile]
     return "\n".join(lines) + "\n"
 
 
@@ -316,11 +442,15 @@ def main():
     p.add_argument("--device", default="auto")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--seconds", type=float, default=3.0, help="about how long one measurement trains")
+    p.add_argument("--layout-rounds", type=int, default=0, help="rounds of the layout comparison (default: --rounds)")
+    p.add_argument("--profile", nargs="*", default=[], choices=list(MODELS), help="profile a training step of these")
     p.add_argument("--no-write", action="store_true", help="print the table only")
     args = p.parse_args()
     device = train.pick_device(args.device)
     info = machine(device)
-    print(f"measuring on {machine_name(info)}", flush=True)
+    info["sgemm_gflops"] = sgemm_gflops(device)
+    precisions = ("fp32", "bf16") if info["auto"] == "bf16" else ("fp32",)   # bf16 counts where auto picks it
+    print(f"measuring on {machine_name(info)}: sgemm {info['sgemm_gflops']:,.0f} GFLOPS", flush=True)
     measured, labs = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         roots = {}
@@ -330,7 +460,8 @@ def main():
                 roots[dataset] = str(data.write_synthetic(dataset, Path(tmp) / dataset, 20000, 2000))
             return roots[dataset]
         for name in args.models:
-            measured[name] = measure_model(name, device, args.rounds, args.seconds, root_of)
+            measured[name] = measure_model(name, device, args.rounds, args.seconds, root_of, args.layout_rounds,
+                                           precisions)
             r = measured[name]
             print(f"{name}: training {r['train_seed']:,.0f} / {r['train_fp32']:,.0f} / {r['train_auto']:,.0f}, "
                   f"evaluation {r['eval_seed']:,.0f} / {r['eval_fp32']:,.0f} / {r['eval_auto']:,.0f} images/s "
@@ -338,14 +469,15 @@ def main():
     if args.lab_runs:
         labs = lab_runs(Path(args.lab_runs))
     for lab in args.labs:
-        spec = data.DATASETS["fashion_mnist" if lab == "mnist_cnn_ensemble" else LABS[lab]]
+        spec = data.DATASETS["fashion_mnist" if lab in ("mnist_cnn_ensemble", "mnist_mlp") else LABS[lab]]
         if not args.data_dir or not spec.present(Path(args.data_dir) / spec.folder):
             print(f"{lab}: {spec.title} is not in --data-dir: not timed", flush=True)
             continue
         labs[lab] = {precision: time_lab(lab, args.data_dir, precision)
                      for precision in dict.fromkeys(["fp32", info["auto"]])}
         print(f"{lab}: {labs[lab]}", flush=True)
-    section = table(info, measured, labs)
+    profile = "\n\n".join(profile_step(name, device) for name in args.profile)
+    section = table(info, measured, labs, estimates(measured), profile)
     print(section)
     if not args.no_write:
         print(f"wrote {write(device.type, info, section, {'machine': info, 'models': measured, 'labs': labs})}")

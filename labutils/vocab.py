@@ -102,9 +102,12 @@ def label(value) -> str:
 
 def md(value) -> str:
     """A value as Markdown text that shows it exactly as given: HTML escaped (no tag, attribute or entity of a
-    user's survives), Markdown's own punctuation backslashed (no emphasis, link, table cell or heading). For every
-    string that a user or a file controls: parameter values, sweep and run names, notes, errors, paths."""
-    return html.escape(re.sub(r"([\\`*_{}\[\]()#+\-.!|~])", r"\\\1", str(value)), quote=True).replace("\n", " ")
+    user's survives), Markdown's own markup backslashed (no emphasis, code, link, image or table cell: \\ * `
+    [ ] | ~, and an underscore that could open or close emphasis; one inside a word, as in lenet5_modified,
+    cannot). For every string that a user or a file controls: parameter values, names, notes, errors, paths."""
+    text = re.sub(r"([\\`*\[\]|~])", r"\\\1", str(value).replace("\n", " "))
+    text = re.sub(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])", r"\\_", text)
+    return html.escape(text, quote=True)
 
 
 def plural(n: int, word: str) -> str:

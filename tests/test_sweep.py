@@ -110,7 +110,7 @@ def test_summaries_list_every_run_with_metrics_and_the_failures(local_sweep):
     ok = [r for r in rows if r["status"] == "ok"]
     assert all(float(r["test_accuracy"]) > 0.5 and r["epochs"] == "2" for r in ok)
     broken = [r for r in rows if r["run"] == "broken"]
-    assert broken[0]["status"] == "failed" and "train.fit(" in broken[0]["error"]
+    assert broken[0]["status"] == "failed" and "`trial = copy.deepcopy(model)` failed" in broken[0]["error"]
     md = (out / "summary.md").read_text()
     assert md.startswith("# Sweep four\n") and "4 runs of mnist_mlp on synthetic data" in md   # the sweep's name
     table = [line for line in md.splitlines() if line.startswith("|")]
