@@ -152,10 +152,13 @@ def _colab(args) -> int:
 
 
 def _check(args) -> int:
+    from labutils.vocab import plural
+
     from . import check
     outcomes = check.check(args.assignments, args.device)
     bad = [o["assignment"] for o in outcomes if not o["ok"]]
-    print(f"{len(outcomes) - len(bad)} of {len(outcomes)} notebooks passed" + (f"; failed: {', '.join(bad)}" if bad else ""))
+    print(f"{len(outcomes) - len(bad)} of {plural(len(outcomes), 'notebook')} passed"
+          + (f"; failed: {', '.join(bad)}" if bad else ""))
     return RUN_FAILED if bad else 0
 
 

@@ -141,17 +141,22 @@ def smoke_values(assignment: str) -> dict:
 
 def shrink(values: dict, smoke: dict, keep=()) -> dict:
     """Make a run a smoke run whatever its files say: smoke.yaml's data settings (synthetic, n_train, n_test)
-    hold, and it trains at most smoke.yaml's epochs (its other values sit below every file, as defaults).
+    hold, and it trains at most smoke.yaml's epochs, or a staged schedule at most its iterations and its largest
+    batch (its other values sit below every file, as defaults).
     Values named in `keep` (given with -p) are the user's and stay as given."""
     values = {**values, **{k: smoke[k] for k in ("synthetic", "n_train", "n_test") if k in smoke and k not in keep}}
     for key in ("epochs", "eval_every"):
         if key in smoke and key not in keep:
             values[key] = min(values[key], smoke[key])
-    if smoke.get("stages") and values.get("stages") and "stages" not in keep:   # shrunk in proportion
+    if smoke.get("stages") and values.get("stages") and "stages" not in keep:   # shrunk in proportion, and no
         cap, length = (sum(stage["iterations"] for stage in s) for s in (smoke["stages"], values["stages"]))
-        if length > cap:
-            values["stages"] = [{**stage, "iterations": max(1, stage["iterations"] * cap // length)}
-                                for stage in values["stages"]]
+        largest = max(max(s["batch_size"]) if isinstance(s["batch_size"], list) else s["batch_size"]
+                      for s in smoke["stages"])   # batch larger than smoke.yaml's largest
+        values["stages"] = [{**stage, "iterations": max(1, stage["iterations"] * cap // length) if length > cap
+                             else stage["iterations"],
+                             "batch_size": [min(b, largest) for b in stage["batch_size"]]
+                             if isinstance(stage["batch_size"], list) else min(stage["batch_size"], largest)}
+                            for stage in values["stages"]]
     return values
 
 

@@ -81,3 +81,10 @@ def smoke_run(assignment: str, folder: Path) -> tuple:
     proc = labs("run", assignment, "--smoke", "--output", folder)
     path = folder / "results.json"
     return proc, folder, json.loads(path.read_text()) if path.exists() else None
+
+
+def raw_values(nb) -> list:
+    """The raw return values a notebook's cells printed (a dict, a tensor, a long repr): none should show."""
+    plain = [o.data["text/plain"] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+             if o.output_type == "execute_result" and set(o.data) == {"text/plain"}]
+    return [t for t in plain if len(t) > 400 or "tensor(" in t or "{'" in t]

@@ -2,11 +2,12 @@
 import json
 import pickle
 
+import nbformat
 import pytest
 import torch
 from torch import nn
 
-from conftest import labs, smoke_params, smoke_run
+from conftest import raw_values, labs, smoke_params, smoke_run
 from labutils import LabsError, data, models, train
 
 SMOKE = smoke_params("cifar10_cnn")
@@ -120,6 +121,7 @@ def test_smoke_run_has_three_models_and_the_ensemble_learning_far_above_chance(s
     proc, folder, results = smoke
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     model3 = models.count_parameters(models.cnn(SMOKE["model3_widths"]))
+    assert raw_values(nbformat.read(folder / "report.ipynb", as_version=4)) == []   # no cell prints a raw value
     counts = {name: m["parameters"] for name, m in results["models"].items()}
     assert counts == {"lenet5": 62_006, "model2": 8_876_234, "model3": model3, "ensemble": SMOKE["ensemble"] * model3}
     for name, m in results["models"].items():

@@ -17,10 +17,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import ROOT, smoke_params
+from conftest import ROOT, raw_values, smoke_params
 from labs import colab
 
-LABS = sorted(p for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+# Labs 01 and 04 (a CPU lab, and a GPU lab with Colab's GPU metadata): every lab runs top to bottom in the other tests
+LABS = [ROOT / "notebooks" / "01_mnist_mlp.ipynb", ROOT / "notebooks" / "04_mnist_cnn_ensemble.ipynb"]
 
 
 def git(*args, cwd):
@@ -112,6 +113,4 @@ def test_the_notebook_runs_top_to_bottom_outside_the_repository_on_the_installed
     assert not re.search(r"[█·]{3}|img/s[),]", joined)                  # the live bars left nothing behind
     assert "test accuracy" in joined
     assert "meant for a GPU" not in joined                               # a smoke run is short, wherever it runs
-    plain = [o.data["text/plain"] for c in done.cells if c.cell_type == "code" for o in c.outputs
-             if o.output_type == "execute_result" and set(o.data) == {"text/plain"}]
-    assert all(len(t) < 400 and "tensor(" not in t and "{'" not in t for t in plain), plain   # no raw value dumped
+    assert raw_values(done) == []

@@ -1,10 +1,11 @@
 """The FashionMNIST lab: its models, its data, and the notebook end to end."""
 
+import nbformat
 import pytest
 import torch
 from torch import nn
 
-from conftest import smoke_params, smoke_run
+from conftest import raw_values, smoke_params, smoke_run
 from labutils import analysis, data, models
 from labs import params
 
@@ -67,6 +68,7 @@ def test_smoke_run_trains_the_three_models_far_above_chance(smoke):
     proc, folder, results = smoke
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert results["status"] == "ok"
+    assert raw_values(nbformat.read(folder / "report.ipynb", as_version=4)) == []   # no cell prints a raw value
     counts = {name: m["parameters"] for name, m in results["models"].items()}
     assert counts == {"fcn": 408_074, "lenet5": 61_706, "lenet5_modified": 61_990}
     for m in results["models"].values():

@@ -49,8 +49,9 @@ def test_a_sweep_redoes_a_run_whose_results_file_is_unusable(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({"assignment": "mnist_mlp", "params": {"hidden": [32, 32, 32]},
                                     "runs": [{"name": "a"}]}))
-    assert labs("sweep", path, "--smoke", "--output", tmp_path / "out").returncode == 0
-    (tmp_path / "out" / "a" / "results.json").write_text('{"models": "x"}')      # damaged since
+    (tmp_path / "out" / "a").mkdir(parents=True)
+    (tmp_path / "out" / ".labs-sweep").write_text("a sweep folder of labs\n")     # a sweep of labs' ...
+    (tmp_path / "out" / "a" / "results.json").write_text('{"models": "x"}')      # ... whose run's record is damaged
     proc = labs("sweep", path, "--smoke", "--output", tmp_path / "out")
     assert proc.returncode == 0 and "a: ok" in proc.stdout and "already done" not in proc.stdout
     assert "is not a usable results.json" in proc.stderr and results.read(tmp_path / "out" / "a")["status"] == "ok"
@@ -96,7 +97,7 @@ def test_an_unreachable_scheduler_is_named_without_a_misleading_exception(tmp_pa
 
 def test_a_sweep_ended_by_sigterm_ends_like_ctrl_c(tmp_path):
     path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump({"assignment": "mnist_mlp", "grid": {"epochs": [1, 300]}, "params": {
+    path.write_text(yaml.safe_dump({"assignment": "mnist_mlp", "grid": {"epochs": [1, 300, 2]}, "params": {
         "hidden": [32, 32, 32], "synthetic": True, "n_train": 600, "n_test": 200}}))   # not --smoke: 300 epochs
     out = tmp_path / "out"
     proc = start_labs("sweep", path, "--workers", "1", "--output", out)
@@ -104,11 +105,14 @@ def test_a_sweep_ended_by_sigterm_ends_like_ctrl_c(tmp_path):
         assert wait_for(lambda: results.read(out / "epochs-1", warn=False) is not None
                         and list((out / "epochs-300").glob(".labs-kernel/kernel-*.json")), 120)
         family = psutil.Process(proc.pid).children(recursive=True)
-        proc.send_signal(signal.SIGTERM)
+        started = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)                      # what `timeout` sends, to labs alone
         stdout, stderr = proc.communicate(timeout=60)
+        seconds = time.perf_counter() - started
     finally:
         proc.kill()
     assert proc.returncode == 130 and "finished runs are kept" in stderr
+    assert seconds < 10 and not (out / "epochs-2").exists()   # inside `timeout -k 10`; no queued run started
     assert "Traceback" not in stderr and "leaked semaphore" not in stderr
     assert wait_for(lambda: all_ended(family), 10)
     assert (out / "summary.md").is_file() and "epochs-1" in (out / "summary.md").read_text()   # what finished

@@ -71,22 +71,7 @@ def test_a_crafted_cifar_batch_runs_nothing_and_is_the_damaged_file_sentence(tmp
     assert len(ours.train) == 45
 
 
-# --- 3. a stopped sweep stops --------------------------------------------------------------------
-
-def test_sigterm_on_a_sweep_stops_the_run_in_progress_and_starts_no_other(tmp_path):
-    path = tmp_path / "s.yaml"
-    path.write_text("assignment: mnist_mlp\nparams: {hidden: [32, 32, 32]}\ngrid: {seed: [1, 2, 3, 4]}\n")
-    out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "labs", "sweep", str(path), "--smoke", "--output", str(out)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert wait_for(lambda: (out / "seed-1" / "results.json").exists(), 120)
-    started = time.perf_counter()
-    proc.send_signal(signal.SIGTERM)                         # what `timeout` sends, to labs alone
-    stdout, stderr = proc.communicate(timeout=30)
-    assert proc.returncode == 130 and "interrupted" in stderr and time.perf_counter() - started < 10   # timeout -k 10
-    assert not (out / "seed-3").exists() and not (out / "seed-4").exists()
-    assert not (out / ".labs.lock").exists()
-    assert not [p for p in out.rglob("*") if p.name in (".labs-kernel", ".report.partial.ipynb", ".labs.lock")]
+# --- 3. a stopped sweep stops: tests/test_faults_results.py (SIGTERM) and tests/test_sweep.py (Ctrl-C) ------------
 
 
 # --- 4. every bound checked before anything runs --------------------------------------------------

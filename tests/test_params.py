@@ -148,3 +148,12 @@ def test_the_choices_validated_here_are_exactly_the_ones_implemented():
 ])
 def test_the_cifar_labs_own_parameters_are_checked_too(name, value, message):
     assert message in error_of("cifar10_cnn", **{name: value})
+
+
+def test_smoke_shrinks_a_staged_schedule_in_iterations_and_in_batch_size():
+    from conftest import ROOT
+    resolved = params.resolve("mnist_cnn_ensemble", [ROOT / "params" / "mnist_cnn_ensemble" / "seed.yaml"], smoke=True)
+    stages = resolved["stages"]
+    assert sum(s["iterations"] for s in stages) <= 40 and len(stages) == 2      # the report's 7,400, in proportion
+    assert [s["batch_size"] for s in stages] == [[96, 96], [96, 96]]            # not 200-600 images on 540
+    assert [s["lr"] for s in stages] == [[0.00375, 0.0025], [0.0002, 1e-08]]    # its other values kept

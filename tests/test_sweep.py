@@ -123,16 +123,21 @@ def test_summaries_list_every_run_with_metrics_and_the_failures(local_sweep):
     assert images >= 4            # lr, seed, batch norm, batch size against the metric; the overlaid curves
 
 
-def test_started_again_it_skips_what_is_done_and_force_redoes_it(local_sweep):
+def test_started_again_it_skips_what_is_done_and_force_redoes_it(local_sweep, tmp_path):
     path, out, _ = local_sweep
     ok_files = {f: f.stat().st_mtime_ns for d in (out / "a", out / "b", out / "c") for f in d.iterdir()}
     again = labs("sweep", path, "--smoke", "--workers", "2", "--output", out)
     assert "3 of 4 runs already done: skipped" in again.stdout
     assert {f: f.stat().st_mtime_ns for f in ok_files} == ok_files      # the done runs were not touched
     assert "broken: failed" in again.stdout                              # the failed one was tried again
-    forced = labs("sweep", path, "--smoke", "--workers", "2", "--force", "--output", out)
-    assert "already done" not in forced.stdout
-    assert all(f.stat().st_mtime_ns != t for f, t in ok_files.items() if f.name == "results.json")
+    import shutil
+    out = shutil.copytree(out, tmp_path / "copy")                       # the other tests keep the original
+    ok_files = {out / f.relative_to(path.parent / "out"): t for f, t in ok_files.items()}
+    path = write(tmp_path, {**yaml.safe_load(path.read_text()), "runs": [{"name": "a"}]})
+    forced = labs("sweep", path, "--smoke", "--force", "--output", out)   # the file now makes run a alone
+    assert forced.returncode == 0 and "already done" not in forced.stdout, forced.stdout + forced.stderr
+    changed = {f.parent.name for f, t in ok_files.items() if f.name == "results.json" and f.stat().st_mtime_ns != t}
+    assert changed == {"a"}                                              # made again; b and c left as they were
 
 
 def test_ctrl_c_stops_the_workers_at_once_and_keeps_the_finished_runs(tmp_path):
