@@ -335,6 +335,11 @@ def profile_step(name: str, device, steps: int = 30) -> str:
 
 # --- the tables --------------------------------------------------------------------------------
 
+def duration(seconds: float) -> str:
+    """12 s, 4 min, 9.4 h."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
 def verdict(ratios: list, noise: float = 0.05) -> str:
     """channels-last against contiguous over the rounds: faster or slower only when every round agrees by more
     than `noise`, else level."""
@@ -408,7 +413,7 @@ def table(info: dict, measured: dict, labs: dict, estimates: dict | None = None,
                   "| lab and schedule | what trains | images per network | estimated training time |",
                   "|---|---|---:|---:|"]
         for key, e in estimates.items():
-            lines.append(f"| {key} | {e['what']} | {e['images']:,} | {e['seconds'] / 60:,.0f} min |")
+            lines.append(f"| {key} | {e['what']} | {e['images']:,} | {duration(e['seconds'])} |")
     if profile:
         lines += ["", profile]
     return "\n".join(lines) + "\n"

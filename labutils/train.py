@@ -33,8 +33,8 @@ def pick_device(name: str = "auto", gpu_advice: str = "") -> torch.device:
     if not available.get(name.split(":")[0], False):
         raise LabsError(f"device {name!r} is not available on this machine; use device='auto' or 'cpu'.")
     if gpu_advice and name == "cpu":
-        print(f"This notebook is meant for a GPU but runs on the CPU, where its defaults take long: on Colab choose "
-              f"Runtime > Change runtime type > GPU; on a CPU, {gpu_advice}.", flush=True)
+        print(f"This notebook is meant for a GPU but runs on the CPU: on Colab choose Runtime > Change runtime type > "
+              f"GPU; on a CPU, {gpu_advice}.", flush=True)
     return torch.device(name)
 
 
