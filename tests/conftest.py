@@ -12,6 +12,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
+# The files that start the most notebook kernels run first (the others keep their order): with one file per worker
+# at a time, a long file begun last would leave the other cores idle through its last minutes.
+FIRST = ["test_sweep.py", "test_faults.py", "test_faults_results.py", "test_faults_third.py", "test_run.py",
+         "test_faults_again.py", "test_cifar.py", "test_colab.py", "test_notebook_checks.py"]
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: FIRST.index(item.path.name) if item.path.name in FIRST else len(FIRST))
+
 
 def labs(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
     """Run `python -m labutils ARGS` the way a user runs `labs`, capturing its output."""

@@ -1,10 +1,11 @@
 """Lab 04, the MNIST CNN ensemble: its network, staged training, the L2 term, the notebook end to end."""
 
+import nbformat
 import pytest
 import torch
 from torch import nn
 
-from conftest import labs, smoke_params, smoke_run
+from conftest import labs, raw_values, smoke_params, smoke_run
 from labutils import LabsError, models, train
 from labs import params
 
@@ -75,6 +76,19 @@ def test_staged_training_learns_and_records_a_row_at_each_evaluation(tiny_mnist)
     curve = train.ensemble_history([fit, fit])                       # two identical members: the same curve
     assert [r["test_accuracy"] for r in curve] == pytest.approx([r["test_accuracy"] for r in fit.history])
 
+def test_the_method_sweeps_one_stage_run_trains_at_smoke_size(tiny_mnist):
+    from conftest import ROOT
+    from labs import sweep
+    plan = sweep.load(ROOT / "params" / "sweeps" / "mnist_cnn_ensemble-method.yaml", smoke=True)
+    stages = plan.runs["method1"]["stages"]
+    assert len(stages) == 1 and stages[0]["iterations"] <= 40 and stages[0]["l2"] == 0    # shrunk, still one stage
+    train.seed_everything(0)
+    net = models.init_weights(models.mlp([64, 64, 64]), "he")
+    fit = train.fit(net, tiny_mnist, train.Recipe(stages=stages, update_every=5, eval_every=10), progress=False)
+    assert [r["iteration"] for r in fit.history] == list(range(10, stages[0]["iterations"] + 1, 10))
+    assert fit.status == "ok" and fit.history[-1]["val_accuracy"] > 0.5
+    assert {r["lr"] for r in fit.history} == {stages[0]["lr"]}                           # constant, as in method 1
+
 
 @pytest.mark.parametrize("stages, message", [
     ([{"iterations": 10, "lr": 0.1, "batch_size": 8}], "stage 1: the key 'l2' is missing"),
@@ -125,4 +139,8 @@ def test_smoke_run_trains_the_members_and_their_ensemble(smoke):
         assert (folder / f"{name}.png").is_file(), name
     html = (folder / "report.html").read_text()
     assert "minimum test loss" in html and "over the mean member" in html
+    report = nbformat.read(folder / "report.ipynb", as_version=4)
+    assert raw_values(report) == []                                  # no cell prints a raw value
+    printed = "".join(o.get("text", "") for c in report.cells if c.cell_type == "code" for o in c.outputs)
+    assert "test accuracy" in printed and "meant for a GPU" not in printed   # a smoke run is short, wherever it runs
 

@@ -1,7 +1,7 @@
 """Faults, third round, each met the way a user meets it, through `labs`: nothing of the user's is ever deleted, no
 data file runs code, a stopped sweep stops, every range is checked before a run starts, downloads wait for each
-other, a sweep file edited is summarized as it now stands, and names and files that could only fail late are
-refused early."""
+other, and names and files that could only fail late are refused early. (A sweep file edited is summarized as it
+now stands: tests/test_sweep.py, on its sweep.)"""
 import json
 import os
 import pickle
@@ -105,22 +105,6 @@ def test_a_second_download_into_a_folder_waits_for_the_first_and_then_finds_the_
 
 
 # --- 6. a sweep file edited since ------------------------------------------------------------------
-
-def test_an_edited_sweep_file_is_summarized_as_it_now_stands(tmp_path):
-    good = "{name: a, synthetic: true, n_train: 600, n_test: 100, epochs: 2, batch_size: 32, hidden: [256, 256, 256]}"
-    broken = f"{{name: broken, download: false, data_dir: {str(tmp_path / 'none')!r}}}"
-    path, out = tmp_path / "s.yaml", tmp_path / "out"
-    path.write_text(f"assignment: mnist_mlp\nruns: [{good}, {broken}]\n")
-    first = labs("sweep", path, "--output", out)
-    assert first.returncode == 1 and "broken: failed" in first.stdout
-    path.write_text(f"assignment: mnist_mlp\nruns: [{good}]\n")          # the broken run taken out
-    again = labs("sweep", path, "--output", out)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "1 run: 1 ok, 0 failed" in again.stdout
-    assert "1 older run in" in again.stdout and "(broken) left out of the summary" in again.stdout
-    assert "broken" not in (out / "summary.md").read_text() and "broken" not in (out / "summary.csv").read_text()
-    assert (out / "broken" / "results.json").is_file()                   # kept, only left out
-
 
 # --- 7. misleading or late ------------------------------------------------------------------------
 

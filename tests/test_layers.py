@@ -45,3 +45,10 @@ def test_importing_the_library_loads_nothing_of_the_tool():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % sorted(TOOL_ONLY))
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert eval(loaded) == [], loaded
+
+
+def test_the_tool_validates_notebooks_without_the_parser_that_costs_seconds_to_import():
+    code = ("import sys, labs, nbformat; nbformat.validate(nbformat.v4.new_notebook()); "
+            "print(sys.modules['rfc3987_syntax'], 'jsonschema' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["None", "True"]           # jsonschema validates; rfc3987-syntax was never imported

@@ -114,8 +114,8 @@ def test_labs_list_shows_each_parameter_with_type_default_and_help():
     assert "mnist_mlp" in labs("list").stdout
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_a_smoke_run_in_each_precision_learns_and_records_it(tmp_path, precision):
+def test_a_smoke_run_in_the_precision_given_learns_and_records_it(tmp_path):
+    precision = "bf16"       # fp32 (auto on a CPU without native bf16) is every other smoke run's
     folder = tmp_path / "run"
     proc = labs("run", "fashion_fcn_vs_lenet", "--smoke", "-p", "models", "[lenet5]", "-p", "precision", precision,
                 "--output", folder)

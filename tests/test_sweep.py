@@ -140,6 +140,20 @@ def test_started_again_it_skips_what_is_done_and_force_redoes_it(local_sweep, tm
     assert changed == {"a"}                                              # made again; b and c left as they were
 
 
+def test_an_edited_sweep_file_is_summarized_as_it_now_stands(local_sweep, tmp_path):
+    import shutil
+    path, out, _ = local_sweep
+    out = shutil.copytree(out, tmp_path / "copy")                       # the other tests keep the original
+    path = write(tmp_path, {**yaml.safe_load(path.read_text()), "runs": [{"name": "a"}, {"name": "b", "lr": 0.002}]})
+    again = labs("sweep", path, "--smoke", "--output", out)              # c and the broken run taken out
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "2 of 2 runs already done: skipped" in again.stdout and "2 runs: 2 ok, 0 failed" in again.stdout
+    assert "2 older runs in" in again.stdout and "(broken, c) left out of the summary" in again.stdout
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert {r["run"] for r in rows} == {"a", "b"} and "broken" not in (out / "summary.md").read_text()
+    assert (out / "broken" / "results.json").is_file() and (out / "c" / "results.json").is_file()   # kept
+
+
 def test_ctrl_c_stops_the_workers_at_once_and_keeps_the_finished_runs(tmp_path):
     import os
     import signal
