@@ -236,10 +236,15 @@ def parser() -> argparse.ArgumentParser:
 
 def stop_on_signals() -> None:
     """SIGTERM and SIGHUP (`timeout`, a closed terminal) end `labs` as Ctrl-C does: finished work is kept, locks
-    are released, kernels are shut down."""
+    are released, kernels are shut down. Only the first signal interrupts: `timeout` signals labs and then its
+    whole process group, and a second interruption would cut the clean-up short (it takes about a second;
+    SIGKILL still ends labs at once)."""
     def interrupt(signum, frame):
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), signal.SIG_IGN)
         raise KeyboardInterrupt
-    for name in ("SIGTERM", "SIGHUP"):
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), interrupt)
 

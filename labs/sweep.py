@@ -225,24 +225,29 @@ def _start_worker(threads: int) -> None:
 
 
 def _stop_worker(signum, frame):
+    """The first signal interrupts the run in progress, once: a second one (`timeout` signals the whole group, then
+    the parent its workers) must not cut short its clean-up. An idle worker ends at once."""
     global _stopping
-    _stopping = True
-    if _busy:
-        raise KeyboardInterrupt
-    if signum == signal.SIGTERM:
+    first, _stopping = not _stopping, True
+    if not _busy:
         os._exit(0)
+    if first:
+        raise KeyboardInterrupt
 
 
 def _busy_call(fn, *args):
-    """fn(*args) in a worker, marked busy meanwhile (see _stop_worker); None, at once, once told to stop."""
+    """fn(*args) in a worker, marked busy meanwhile (see _stop_worker). A worker told to stop ends once its run has
+    cleaned up; the parent, stopping too, reads the run's own results.json."""
     global _busy
     if _stopping:
-        return None
+        os._exit(0)
     _busy = True
     try:
         return fn(*args)
     finally:
         _busy = False
+        if _stopping:
+            os._exit(0)
 
 
 def _end_with_parent(parent: int, every: float = 0.5) -> None:

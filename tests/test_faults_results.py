@@ -2,12 +2,14 @@
 a sweep ended by SIGTERM, and summaries of folders that are not one sweep; each through `labs`."""
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
 import yaml
 
-from conftest import all_ended, labs, one_line, start_labs, wait_for
+from conftest import ROOT, all_ended, labs, one_line, wait_for
 from labutils import results
 
 SMALL = ["-p", "hidden", "[32, 32, 32]"]
@@ -100,13 +102,17 @@ def test_a_sweep_ended_by_sigterm_ends_like_ctrl_c(tmp_path):
     path.write_text(yaml.safe_dump({"assignment": "mnist_mlp", "grid": {"epochs": [1, 300, 2]}, "params": {
         "hidden": [32, 32, 32], "synthetic": True, "n_train": 600, "n_test": 200}}))   # not --smoke: 300 epochs
     out = tmp_path / "out"
-    proc = start_labs("sweep", path, "--workers", "1", "--output", out)
+    # Under coreutils' `timeout`, as users stop long sweeps: signalled, it sends SIGTERM to labs and then to its
+    # whole process group (labs again, the worker, the kernel), and SIGKILL 10 s later (-k 10).
+    proc = subprocess.Popen(["timeout", "-k", "10", "600", sys.executable, "-m", "labs", "sweep", str(path),
+                             "--workers", "1", "--output", str(out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_for(lambda: results.read(out / "epochs-1", warn=False) is not None
                         and list((out / "epochs-300").glob(".labs-kernel/kernel-*.json")), 120)
         family = psutil.Process(proc.pid).children(recursive=True)
         started = time.perf_counter()
-        proc.send_signal(signal.SIGTERM)                      # what `timeout` sends, to labs alone
+        proc.send_signal(signal.SIGTERM)                      # as when its time is up
         stdout, stderr = proc.communicate(timeout=60)
         seconds = time.perf_counter() - started
     finally:
