@@ -104,7 +104,7 @@ def test_a_second_download_into_a_folder_waits_for_the_first_and_then_finds_the_
     assert second.returncode == 0 and f"fashion_mnist: in {root}" in stdout, stderr
 
 
-# --- 6. a sweep file edited since ------------------------------------------------------------------
+# --- 6. a sweep file edited since: tests/test_sweep.py, on its sweep ---------------------------------
 
 # --- 7. misleading or late ------------------------------------------------------------------------
 
