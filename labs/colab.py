@@ -1,12 +1,12 @@
 """Colab: every notebook's "Open in Colab" badge and install cell follow pyproject.toml's repository URL and
-version, the one place they are written. `labs colab --repo OWNER/NAME` moves the course to another repository
+labutils' version, the one place each is written. `labs colab --repo OWNER/NAME` moves the course to another repository
 in one step; `problems()` names each notebook that disagrees (a test runs it)."""
 
 import re
 
 import nbformat
 
-from labutils import LabsError
+from labutils import LabsError, __version__
 from labutils.results import write_atomic
 
 from .params import ROOT, assignments
@@ -16,13 +16,11 @@ BADGE = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.
 
 
 def project() -> tuple:
-    """(repository URL, version) from pyproject.toml."""
-    text = (ROOT / "pyproject.toml").read_text()
-    url = re.search(r'^Repository = "([^"]+)"', text, re.M)
-    version = re.search(r'^version = "([^"]+)"', text, re.M)
-    if not url or not version:
-        raise LabsError(f"{ROOT / 'pyproject.toml'} lacks `version` or [project.urls] `Repository`; restore them.")
-    return url.group(1), version.group(1)
+    """(repository URL from pyproject.toml, labutils' version)."""
+    url = re.search(r'^Repository = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
+    if not url:
+        raise LabsError(f"{ROOT / 'pyproject.toml'} lacks [project.urls] `Repository`; restore it.")
+    return url.group(1), __version__
 
 
 def badge(url: str, version: str, notebook: str) -> str:
@@ -49,7 +47,7 @@ def notebooks() -> list:
 
 
 def problems(url: str | None = None, version: str | None = None) -> list:
-    """One line per notebook whose badge or install cell disagrees with pyproject.toml (or with url, version)."""
+    """One line per notebook whose badge or install cell disagrees with project() (or with url, version)."""
     if url is None or version is None:
         url, version = project()
     found = []

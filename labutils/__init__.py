@@ -6,12 +6,8 @@ and papermill stop there.
 
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
-try:
-    __version__ = version("labutils")   # pyproject.toml's, the one place the version is written
-except PackageNotFoundError:            # imported from a source folder that was never installed
-    __version__ = "unknown"
+__version__ = "0.2.0"   # the one place the version is written: pyproject.toml reads it, and so do the Colab cells
 
 
 class LabsError(Exception):

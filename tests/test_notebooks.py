@@ -2,6 +2,7 @@
 import ast
 import tomllib
 
+import labutils
 import nbformat
 import pytest
 
@@ -58,7 +59,7 @@ def test_a_badge_or_install_cell_that_disagrees_is_named_with_its_notebook():
 def test_the_install_cell_runs_on_colab_only_and_leaves_colabs_torch_alone(path):
     [cell] = [c for c in read(path).cells if "colab-install" in c.metadata.get("tags", [])]
     assert 'if "google.colab" in sys.modules:' in cell.source
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    version = labutils.__version__
     assert f'%pip install -q "labutils @ git+{REPO_URL}@v{version}"' in cell.source
     assert "torch" not in cell.source.split("%pip install")[1]        # Colab's own torch is left alone
 
@@ -120,3 +121,9 @@ def test_every_sweep_file_is_valid(path):
     from labs import sweep
     plan = sweep.load(path)
     assert plan.runs and path.read_text().startswith("#"), "a sweep file says what it reproduces"
+
+
+def test_the_version_is_written_once_and_the_installed_package_reports_it():
+    from importlib.metadata import version
+    assert version("labutils") == labutils.__version__                 # pyproject.toml reads it (dynamic)
+    assert "version" not in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
