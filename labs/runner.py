@@ -221,9 +221,14 @@ def earlier_files(folder: Path) -> list:
     if foreign and ((folder.parent / SWEEP_MARKER).is_file() or results_file.read(folder, warn=False) is not None):
         return [*WRITTEN, *(p.name for p in folder.glob("*.png"))]   # a run of a sweep, or of labs before the marker
     if foreign:
-        raise LabsError(f"{folder} already holds files that labs did not write ({len(foreign)}, e.g. {foreign[0]!r}); "
-                        f"give a new or empty folder as --output, so that nothing of yours is replaced.")
+        _refuse(folder, foreign)
     return []
+
+
+def _refuse(folder: Path, foreign: list) -> None:
+    """One line for a folder that holds files labs did not write: it is someone's, and labs touches nothing there."""
+    raise LabsError(f"{folder} already holds files that labs did not write ({len(foreign)}, e.g. {foreign[0]!r}); "
+                    f"give a new or empty folder as --output, so that nothing of yours is replaced.")
 
 
 SWEEP_MARKER = ".labs-sweep"   # in every sweep folder: labs wrote it, its summaries and its run folders
@@ -235,8 +240,7 @@ def claim_sweep_folder(folder: Path, mark: bool = True) -> None:
     names = sorted(p.name for p in folder.iterdir() if p.name not in (LOCK, SWEEP_MARKER))
     legacy = (folder / "sweep.yaml").is_file() and "made:" in (folder / "sweep.yaml").read_text(errors="replace")
     if names and not (folder / SWEEP_MARKER).exists() and not legacy:
-        raise LabsError(f"{folder} already holds files that labs did not write ({len(names)}, e.g. {names[0]!r}); "
-                        f"give a new or empty folder as --output, so that nothing of yours is replaced.")
+        _refuse(folder, names)
     if mark:
         results_file.write_atomic(folder / SWEEP_MARKER, "a sweep folder of labs\n")
 

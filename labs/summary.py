@@ -223,7 +223,8 @@ def write(sweep_dir, render: bool = True, reference: dict | None = None, name: s
           notes: dict | None = None) -> dict:
     """(Re)build summary.csv, summary.md and, with `render`, summary.ipynb + summary.html in `sweep_dir`.
 
-    Returns {"runs", "ok", "failed", "best"}: counts and the best run's name (by validation accuracy).
+    Returns {"runs", "ok", "failed", "best", "older"}: counts, the best run's name (by validation accuracy), and
+    the run folders the sweep file no longer makes (left out).
     """
     from .params import course_dir
     from .runner import execute
