@@ -86,9 +86,12 @@ def sync(device):
 
 
 def sgemm_gflops(device, n: int = 2048, rounds: int = 5) -> float:
-    """The hardware's own limit, as a reader can compare each model with: an n x n fp32 matrix product, GFLOPS."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    a @ b
+    """The hardware's own limit, as a reader can compare each model with, in GFLOPS: on a CPU an n x n fp32 matrix
+    product; on a GPU a bf16 one of 8192 x 8192 (its tensor cores: what its limit for this work is)."""
+    dtype, n = (torch.bfloat16, 8192) if device.type == "cuda" else (torch.float32, n)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
     sync(device)
     best = float("inf")
     for _ in range(rounds):
@@ -160,8 +163,11 @@ def seed_evaluate(model, loader, device) -> float:
 # --- ours --------------------------------------------------------------------------------------
 
 def ours_train(model, split_data, batch, augment, precision) -> float:
-    recipe = train.Recipe(epochs=1, batch_size=batch, optimizer="adam", lr=1e-3, augment=augment, precision=precision)
-    return train.fit(model, split_data, recipe, progress=False).train_samples_per_second
+    """Training images per second of train.fit, warm-up excluded: 4 epochs, the last 3 timed (the first holds the
+    capture of the step on CUDA and cuDNN's tuning of each new shape)."""
+    recipe = train.Recipe(epochs=4, batch_size=batch, optimizer="adam", lr=1e-3, augment=augment, precision=precision)
+    fit = train.fit(model, split_data, recipe, progress=False)
+    return 3 * len(split_data.train) / sum(fit.train_seconds[1:])
 
 
 def ours_evaluate(model, split, precision, device) -> float:
@@ -214,6 +220,9 @@ def measure_model(name: str, device, rounds: int, seconds: float, root_of, layou
     result = {"batch": batch, "augment": str(augment or "none"), "train_images": n_train, "auto": auto,
               "layout": "channels_last" if train.channels_last(build(), device) else "contiguous",
               "macs": models.summary(build(), spec.shape)["macs"], **rates}
+    if device.type == "cuda":   # the GPU's limit for this model: its whole step captured at the lab's batch size
+        from gpu_course import captured_step_rate
+        result["limit"] = captured_step_rate(build, spec.shape, batch, auto)
     if any(isinstance(m, torch.nn.Conv2d) for m in probe.modules()):   # what decides auto and the layout
         steps = max(3, int(seconds * per_second / batch / 4))
         grid, ratios = {}, {precision: [] for precision in precisions}
@@ -303,6 +312,19 @@ def estimates(measured: dict) -> dict:
     return found
 
 
+def measured_epochs(found: dict, device, folder: str) -> None:
+    """On a GPU, where an epoch of CIFAR-10 takes seconds: time the second of two epochs of lenet5, model2 and model3
+    on 45,000 synthetic images, each beside its estimate ("measured")."""
+    root = str(data.write_synthetic("cifar10", Path(folder) / "cifar-epoch", 50000, 1000))
+    split = data.load("cifar10", root, download=False, device=device)
+    for name in ("lenet5", "model2", "model3"):
+        key = f"cifar10_cnn, one epoch of {name}"
+        if key in found:
+            build, _, batch, augment = MODELS[name]
+            recipe = train.Recipe(epochs=2, batch_size=batch, augment=augment)
+            found[key]["measured"] = train.fit(build().to(device), split, recipe, progress=False).train_seconds[1]
+
+
 def profile_step(name: str, device, steps: int = 30) -> str:
     """Where a training step of `name` spends its time (torch.profiler, its lab's batch, ours as auto picks): the
     operators by their own CPU time, as a markdown table."""
@@ -350,13 +372,17 @@ def verdict(ratios: list, noise: float = 0.05) -> str:
     return "level"
 
 
+def matrix_product(info: dict) -> str:
+    return "an 8192 x 8192 bf16 matrix product" if info["device"] == "cuda" else "a 2048 x 2048 fp32 matrix product"
+
+
 def table(info: dict, measured: dict, labs: dict, estimates: dict | None = None, profile: str = "") -> str:
     auto = info["auto"]
     limit = info.get("sgemm_gflops")
     lines = [f"## {machine_name(info)}", "",
              f"torch {info['torch']}, Python {info['python']}, {info['threads']} threads, {info['date']}; "
-             f"`precision: auto` is **{auto}** here." + (f" The hardware's own limit, a 2048 x 2048 fp32 matrix "
-                                                          f"product: **{limit:,.0f} GFLOPS**." if limit else ""), "",
+             f"`precision: auto` is **{auto}** here." + (f" The hardware's own limit, {matrix_product(info)}: "
+                                                          f"**{limit:,.0f} GFLOPS**." if limit else ""), "",
              "Images per second, each pipeline's best of its rounds; the batch size and augmentation of each "
              "model's lab. *seed*: the seed reports' pipeline (torchvision dataset, per-image transforms, "
              "DataLoader, fp32); *fp32*: ours in fp32; *auto*: ours as `precision: auto` and the layout rule "
@@ -372,6 +398,15 @@ def table(info: dict, measured: dict, labs: dict, estimates: dict | None = None,
                      f"{r['train_fp32']:,.0f} | {r['train_auto']:,.0f} | {r['train_auto'] / r['train_fp32']:.2f}x | "
                      f"{r['train_auto'] / r['train_seed']:.2f}x | {share} | {r['eval_seed']:,.0f} | "
                      f"{r['eval_fp32']:,.0f} | {r['eval_auto']:,.0f} | {r['eval_auto'] / r['eval_seed']:.2f}x |")
+    captured = {name: r for name, r in measured.items() if "limit" in r}
+    if captured:
+        lines += ["", "The GPU's limit for each model: its whole training step (Adam) captured as one CUDA graph and "
+                      "replayed on a batch already on the GPU, at its lab's batch size, in the precision auto picks; "
+                      "ours (auto) as a share of it.", "", "| model | batch | captured step | ours (auto) | share |",
+                  "|---|---:|---:|---:|---:|"]
+        for name, r in captured.items():
+            lines.append(f"| {name} | {r['batch']} | {r['limit']:,.0f} | {r['train_auto']:,.0f} | "
+                         f"{r['train_auto'] / r['limit']:.0%} |")
     convs = {n: r for n, r in measured.items() if "step_fp32_contiguous" in r}
     if convs:
         precisions = [p for p in ("fp32", "bf16") if all(f"step_{p}_contiguous" in r for r in convs.values())]
@@ -410,10 +445,11 @@ def table(info: dict, measured: dict, labs: dict, estimates: dict | None = None,
                       "(CIFAR-10 cannot be downloaded on this machine; its speed does not depend on the pixels): the "
                       "training images of each schedule divided by the model's images per second; evaluation and "
                       "figures add a few percent.", "",
-                  "| lab and schedule | what trains | images per network | estimated training time |",
-                  "|---|---|---:|---:|"]
+                  "| lab and schedule | what trains | images per network | estimated training time | measured |",
+                  "|---|---|---:|---:|---:|"]
         for key, e in estimates.items():
-            lines.append(f"| {key} | {e['what']} | {e['images']:,} | {duration(e['seconds'])} |")
+            measured_time = f"{e['measured']:.1f} s" if "measured" in e else ""
+            lines.append(f"| {key} | {e['what']} | {e['images']:,} | {duration(e['seconds'])} | {measured_time} |")
     if profile:
         lines += ["", profile]
     return "\n".join(lines) + "\n"
@@ -450,7 +486,16 @@ def main():
     p.add_argument("--layout-rounds", type=int, default=0, help="rounds of the layout comparison (default: --rounds)")
     p.add_argument("--profile", nargs="*", default=[], choices=list(MODELS), help="profile a training step of these")
     p.add_argument("--no-write", action="store_true", help="print the table only")
+    p.add_argument("--gpu-course", action="store_true", help="on a CUDA GPU: labs check, every lab's default run, "
+                   "each model against its captured-step limit; writes benchmarks/results/gpu.json and gpu.md")
+    p.add_argument("--variants", action="store_true", help="with --gpu-course: lab 02 again eager, in fp32 and "
+                   "without cuDNN's autotuning")
+    p.add_argument("--logs", help="with --gpu-course: keep the runs' logs in this folder")
     args = p.parse_args()
+    if args.gpu_course:
+        import gpu_course
+        gpu_course.main(args.data_dir, args.variants, Path(args.logs) if args.logs else None)
+        return
     device = train.pick_device(args.device)
     info = machine(device)
     info["sgemm_gflops"] = sgemm_gflops(device)
@@ -482,7 +527,11 @@ def main():
                      for precision in dict.fromkeys(["fp32", info["auto"]])}
         print(f"{lab}: {labs[lab]}", flush=True)
     profile = "\n\n".join(profile_step(name, device) for name in args.profile)
-    section = table(info, measured, labs, estimates(measured), profile)
+    found = estimates(measured)
+    if device.type == "cuda":
+        with tempfile.TemporaryDirectory() as tmp:
+            measured_epochs(found, device, tmp)
+    section = table(info, measured, labs, found, profile)
     print(section)
     if not args.no_write:
         print(f"wrote {write(device.type, info, section, {'machine': info, 'models': measured, 'labs': labs})}")

@@ -231,7 +231,8 @@ def describe_recipe(recipe) -> str:
         loss += f" with label smoothing {r.label_smoothing:g}"
     text += f"; {loss}; {r.augment or 'no augmentation'} of the training images"
     text += {"auto": "; forward passes in bf16 where the hardware computes it natively, else fp32",
-             "bf16": "; forward passes in bf16", "fp32": "; forward passes in fp32"}[r.precision]
+             "bf16": "; forward passes in bf16", "fp16": "; forward passes in fp16 (with a gradient scaler)",
+             "fp32": "; forward passes in fp32"}[r.precision]
     return "**Recipe.** " + text[0].upper() + text[1:] + "."
 
 

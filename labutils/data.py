@@ -448,9 +448,14 @@ class Shuffled:
             at += size
         return total
 
-    def take(self, size: int) -> tuple:
+    def indices(self, size: int) -> torch.Tensor:
+        """The next batch's indices into the split."""
         if self.order is None or self.at >= len(self.order):
             self.order, self.at = torch.randperm(len(self.split), device=self.split.x.device), 0
         idx = self.order[self.at:self.at + size]
         self.at += size
+        return idx
+
+    def take(self, size: int) -> tuple:
+        idx = self.indices(size)
         return self.split.x[idx], self.split.y[idx]

@@ -53,7 +53,7 @@ class Run:
         shape = summary(model, test.input_shape)
         self.fits[name], self.evaluations[name], self.layers[name] = fit, test, shape["layers"]
         self.models[name] = self._entry(shape["parameters"], test, fit.train_samples_per_second, fit.history)
-        self.models[name]["macs_per_image"] = shape["macs"]
+        self.models[name].update(macs_per_image=shape["macs"], train_seconds=fit.train_seconds)
         print(f"{name}: test accuracy {test.accuracy:.2%}, test loss {test.loss:.4f}, "
               f"{fit.train_samples_per_second:,.0f} training images per second")
 
@@ -97,7 +97,9 @@ class Run:
         env = {"device": self.device.type,
                "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
                "precision": fits[0].precision if fits else None,
-               "layout": {name: fit.layout for name, fit in self.fits.items()}}
+               "layout": {name: fit.layout for name, fit in self.fits.items()},
+               "steps": {name: fit.steps for name, fit in self.fits.items()},
+               "peak_memory_gb": torch.cuda.max_memory_reserved(self.device) / 1e9 if self.device.type == "cuda" else None}
         return results_file.build(self.assignment, self.params, status="diverged" if errors else "ok",
                                   error=" ".join(errors) or None, models=self.models, env=env,
                                   wall_seconds=time.perf_counter() - self.started)

@@ -19,14 +19,15 @@ from . import LabsError, __version__
 from .vocab import is_number
 
 STATUSES = ("ok", "failed", "diverged")
-ENV_KEYS = ("python", "torch", "device", "gpu", "precision", "layout", "labutils")
+ENV_KEYS = ("python", "torch", "device", "gpu", "precision", "layout", "steps", "peak_memory_gb", "labutils")
 
 
 def build(assignment: str, params: dict, *, status: str = "ok", error: str | None = None, models: dict | None = None,
           env: dict | None = None, wall_seconds: float = 0.0, setting: str | None = None) -> dict:
     """The record of a run, the same shape whatever its status: see README, "What a run writes".
 
-    env: what the notebook knows of where it ran (device, gpu, precision, layout); unknown ones are None.
+    env: what the notebook knows of where it ran (device, gpu, precision, layout and how the steps ran per model, the
+    GPU memory it took at most); unknown ones are None.
     setting: the run's setting in its sweep (None for a single run); with params["seed"], the run's identity.
     """
     if status not in STATUSES:

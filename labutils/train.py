@@ -3,8 +3,10 @@ one fit loop, evaluation, ensembles, divergence."""
 
 import functools
 import math
+import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,20 +70,28 @@ def native_bf16(device_type: str, capability: tuple = (0, 0), flags: frozenset =
 
 
 def precision_for(device: torch.device, precision: str = "auto") -> str:
-    """"bf16" or "fp32": `precision` itself, or for "auto" bf16 where the device computes it natively (decided from
-    the hardware, never timed, so the same seed gives the same numbers on the same machine)."""
+    """"bf16", "fp16" or "fp32": `precision` itself, or for "auto" bf16 where it is faster, decided from the hardware
+    and the measurements, never timed (so the same seed gives the same numbers on the same machine): CPUs that
+    compute bf16 natively, and CUDA GPUs that do (Ampere on) when the steps run as CUDA graphs; in eager steps bf16
+    was slower than fp32 for every model of the course on an H200 (benchmarks/results/speed-cuda.md). fp16 (with a
+    gradient scaler) is for GPUs without bf16, such as Colab's T4; `auto` does not pick it, unmeasured there."""
     check_choice("precision", precision, PRECISIONS)
     if precision != "auto":
-        if precision == "bf16" and device.type == "mps":
-            raise LabsError("precision bf16 is not available on Apple's mps; use precision 'fp32' or 'auto'.")
+        if precision != "fp32" and device.type == "mps":
+            raise LabsError(f"precision {precision} is not available on Apple's mps; use precision 'fp32' or 'auto'.")
+        if precision == "fp16" and device.type != "cuda":
+            raise LabsError(f"precision fp16 is for CUDA GPUs without bf16 (such as Colab's T4), not {device.type}; "
+                            f"use precision 'auto', 'fp32' or 'bf16'.")
         return precision
     capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else (0, 0)
-    return "bf16" if native_bf16(device.type, capability, cpu_flags()) else "fp32"
+    native = native_bf16(device.type, capability, cpu_flags())
+    return "bf16" if native and (device.type != "cuda" or captures(device)) else "fp32"
 
 
 def autocast(device: torch.device, precision: str):
-    """bf16 autocast of the forward pass when `precision` is bf16; weights, optimizer and losses stay fp32."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    """Autocast of the forward pass to bf16 or fp16 when `precision` says so; weights, optimizer and losses stay fp32."""
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, enabled=precision in ("bf16", "fp16"))
 
 
 def channels_last(model: nn.Module, device: torch.device) -> bool:
@@ -95,11 +105,16 @@ def channels_last(model: nn.Module, device: torch.device) -> bool:
         not any(isinstance(m, nn.BatchNorm2d) and m.num_features < 32 for m in layers)
 
 
+# cuDNN's autotuning (timing every algorithm for each new shape) cost 4-6 s in the first epoch of every conv net on
+# an H200 (benchmarks/results/gpu.md); its heuristics pick at once. LABS_CUDNN_AUTOTUNE=1 turns it on.
+CUDNN_AUTOTUNE = os.environ.get("LABS_CUDNN_AUTOTUNE", "0") == "1"
+
+
 def prepare(model: nn.Module, device: torch.device) -> str:
-    """Put `model` in the faster memory layout for `device` (see channels_last) and turn cuDNN's autotuning on on
-    CUDA; returns the layout, "channels_last" or "contiguous"."""
+    """Put `model` in the faster memory layout for `device` (see channels_last) and set cuDNN's autotuning on CUDA
+    (CUDNN_AUTOTUNE); returns the layout, "channels_last" or "contiguous"."""
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = CUDNN_AUTOTUNE
     if channels_last(model, device):
         model.to(memory_format=torch.channels_last)
         return "channels_last"
@@ -108,16 +123,19 @@ def prepare(model: nn.Module, device: torch.device) -> str:
 
 # --- the recipe -----------------------------------------------------------------------------
 
-def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9):
+def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
+                   fused: bool = False):
     """One of OPTIMIZERS. weight_decay: the L2 penalty coefficient, added to the gradient as wd * w, except for
-    adamw, which decays the weights directly (decoupled: w -= lr * wd * w)."""
+    adamw, which decays the weights directly (decoupled: w -= lr * wd * w). fused: on CUDA, adam, adamw and sgd
+    update every weight in one kernel that takes its learning rate from the GPU (what a captured step needs)."""
     check_choice("optimizer", name, OPTIMIZERS)
+    fast = {"fused": True} if fused and name in ("adam", "adamw", "sgd") else {}
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **fast)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **fast)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **fast)
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     return torch.optim.Adadelta(params, lr=lr, weight_decay=weight_decay)
@@ -208,6 +226,7 @@ class Recipe:
     label_smoothing: float = 0.0
     augment: Augmentation | None = None
     precision: str = "auto"
+    penalty: Callable | None = None
 
     def __post_init__(self):
         for what, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
@@ -243,17 +262,132 @@ def l2_penalty(model: nn.Module) -> torch.Tensor:
     return sum(p.pow(2).mean() for p in model.parameters() if p.dim() > 1)
 
 
-def step(model: nn.Module, optimizer, criterion, x, y, l2: float = 0.0, precision: str = "fp32") -> tuple:
-    """One training step: forward (bf16 autocast when precision is bf16), loss in fp32, backward, update.
-    Returns the batch's mean loss and the model's outputs, detached."""
+def step(model: nn.Module, optimizer, criterion, x, y, l2=0.0, precision: str = "fp32", penalty=l2_penalty,
+         scaler=None) -> tuple:
+    """One training step: forward (autocast when precision is bf16 or fp16), loss in fp32, backward, update.
+    l2 (a number or a device tensor) times penalty(model) / batch size joins the loss when l2 is not 0.
+    scaler: fp16's gradient scaler. Returns the batch's mean loss and the model's outputs, detached."""
     with autocast(x.device, precision):
         out = model(x)
     loss = criterion(out.float(), y)
-    objective = loss + l2 * l2_penalty(model) / len(y) if l2 else loss
+    objective = loss + l2 * penalty(model) / len(y) if isinstance(l2, torch.Tensor) or l2 else loss
     optimizer.zero_grad(set_to_none=True)
-    objective.backward()
-    optimizer.step()
+    if scaler is None:
+        objective.backward()
+        optimizer.step()
+    else:
+        scaler.scale(objective).backward()
+        scaler.step(optimizer)
+        scaler.update()
     return loss.detach(), out.detach()
+
+
+class Steps:
+    """The training steps of one fit, one at a time as written (the CPU's path, and CUDA's where a step cannot be
+    captured): set the learning rate, gather the batch, augment it, step. The loss and the correct predictions
+    are summed on the device and read once per evaluation (totals)."""
+    kind = "eager"
+
+    def __init__(self, model: nn.Module, optimizer, recipe: "Recipe", precision: str, split: Split):
+        self.model, self.optimizer, self.recipe, self.precision, self.split = model, optimizer, recipe, precision, split
+        self.criterion = recipe.criterion()
+        self.penalty = recipe.penalty or l2_penalty
+        self.with_l2 = any(stage["l2"] != 0 for stage in recipe.stages or ())   # a number, or a [start, end] pair
+        self.scaler = torch.amp.GradScaler(split.x.device.type) if precision == "fp16" else None
+        self.loss_sum = torch.zeros((), device=split.x.device)
+        self.correct = torch.zeros((), device=split.x.device, dtype=torch.long)
+
+    def __call__(self, idx: torch.Tensor, lr: float, l2: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.body(idx, l2)
+
+    def body(self, idx: torch.Tensor, l2) -> None:
+        x, y = self.split.x[idx], self.split.y[idx]
+        loss, out = step(self.model, self.optimizer, self.criterion, self.recipe.augment(x) if self.recipe.augment
+                         else x, y, l2, self.precision, self.penalty, self.scaler)
+        self.loss_sum += loss * len(y)
+        self.correct += (out.argmax(1) == y).sum()
+
+    def totals(self) -> tuple:
+        """The summed training loss and correct predictions since the last call, as numbers; then zero."""
+        loss, correct = self.loss_sum.item(), self.correct.item()
+        self.loss_sum.zero_()
+        self.correct.zero_()
+        return loss, correct
+
+
+class CapturedSteps(Steps):
+    """CUDA: each batch size's step (the gather of the batch, its augmentation, forward, loss, backward and the
+    optimizer's update) captured once as a CUDA graph and replayed: one launch instead of hundreds, which is what
+    bounds nets this small on a GPU. The learning rate and the L2 coefficient are device tensors, set before each
+    replay. The first `warmup` steps of a new size run eagerly, as real steps (they make the optimizer's state and
+    let cuDNN pick its algorithms). If a capture fails, training goes on eagerly and says why, in one line."""
+    warmup = 2
+    keep = 2   # graphs kept: an epoch's batch and its shorter last one; a staged ramp moves on to new sizes
+
+    def __init__(self, *args, name: str = "model"):
+        super().__init__(*args)
+        device = self.split.x.device
+        self.name, self.graphs, self.failed, self.side = name, {}, "", torch.cuda.Stream(device)
+        self.lr = torch.zeros((), device=device)
+        self.l2 = torch.zeros((), device=device) if self.with_l2 else 0.0
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+            if "capturable" in group:
+                group["capturable"] = True
+
+    @property
+    def kind(self) -> str:
+        return "eager" if self.failed else "cuda graph"
+
+    def __call__(self, idx: torch.Tensor, lr: float, l2: float) -> None:
+        self.lr.fill_(lr)
+        if self.with_l2:
+            self.l2.fill_(l2)
+        if self.failed:
+            return self.body(idx, self.l2)
+        if len(idx) not in self.graphs:
+            while len(self.graphs) >= self.keep:
+                del self.graphs[next(iter(self.graphs))]
+            self.graphs[len(idx)] = {"graph": None, "idx": torch.empty_like(idx), "eager": 0}
+        entry = self.graphs[len(idx)]
+        entry["idx"].copy_(idx)
+        if entry["graph"] is None and entry["eager"] < self.warmup:
+            self.side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.side):
+                self.body(entry["idx"], self.l2)
+            torch.cuda.current_stream().wait_stream(self.side)
+            entry["eager"] += 1
+        elif entry["graph"] is None and not self.capture(entry):
+            self.body(entry["idx"], self.l2)
+        else:
+            entry["graph"].replay()
+
+    def capture(self, entry: dict) -> bool:
+        """Capture the step over the batch entry["idx"] holds, and run it once; False (and eager steps from here
+        on, said in one line) if the capture fails."""
+        graph = torch.cuda.CUDAGraph()
+        self.optimizer.zero_grad(set_to_none=True)
+        try:
+            with torch.cuda.graph(graph):
+                self.body(entry["idx"], self.l2)
+        except RuntimeError as e:
+            self.failed = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            self.optimizer.zero_grad(set_to_none=True)
+            self.graphs.clear()
+            print(f"{self.name}: training goes on step by step (eager), slower: its step could not be captured as "
+                  f"a CUDA graph ({self.failed}).", flush=True)
+            return False
+        entry["graph"] = graph
+        graph.replay()
+        return True
+
+
+def captures(device: torch.device) -> bool:
+    """Whether training on `device` runs as CUDA graphs: on CUDA, unless LABS_EAGER is set (to compare, or to
+    debug a step); the CPU and Apple's mps step eagerly."""
+    return device.type == "cuda" and not os.environ.get("LABS_EAGER")
 
 
 @dataclass
@@ -267,12 +401,15 @@ class Fit:
     watched: list = field(default_factory=list)   # the watched split's evaluation at each history row
     precision: str = "fp32"         # what the forward passes ran in
     layout: str = "contiguous"      # the model's memory layout
+    steps: str = "eager"            # how the steps ran: "eager", or "cuda graph" (CapturedSteps)
+    train_seconds: list = field(default_factory=list)   # of training alone, per history row
 
 
 def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", watch: Split | None = None,
         progress: bool = True) -> Fit:
     """Train `model` on data.train by `recipe`, validating on data.val at every evaluation (each epoch's end, or
-    every recipe.eval_every iterations of a staged recipe).
+    every recipe.eval_every iterations of a staged recipe). On CUDA the steps run as captured graphs (see
+    CapturedSteps); the batches, the schedule and the augmentation are the same either way.
 
     watch: a split evaluated too at every evaluation (for curves only: nothing is chosen by it); its
     evaluations are kept in Fit.watched and its loss and accuracy in the history (test_loss, test_accuracy).
@@ -282,16 +419,29 @@ def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", wa
     """
     device = data.train.x.device
     result = Fit(precision=precision_for(device, recipe.precision), layout=prepare(model, device))
-    optimizer = make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.weight_decay, recipe.momentum)
+    graphs = captures(device)
+    optimizer = make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.weight_decay, recipe.momentum,
+                               fused=graphs)
+    steps = (CapturedSteps(model, optimizer, recipe, result.precision, data.train, name=name) if graphs else
+             Steps(model, optimizer, recipe, result.precision, data.train))
     plan, stream, train_seconds, seen = recipe.laid_out(len(data.train)), Shuffled(data.train), 0.0, 0
     for start in range(0, plan.total, plan.every):
         stop, began = min(start + plan.every, plan.total), time.perf_counter()
         where = f"iteration {stop:,}/{plan.total:,}" if plan.staged else f"epoch {start // plan.every + 1}/{recipe.epochs}"
         bar = Bar(stream.count(plan.at(i)[1] for i in range(start, stop)), f"{name} {where}") if progress else None
-        train_loss, train_accuracy, images = train_steps(model, optimizer, recipe, plan, stream, range(start, stop),
-                                                         result.precision, bar)
-        train_seconds, seen = train_seconds + time.perf_counter() - began, seen + images
-        row = history_row(plan, start, stop, seen / len(data.train), train_loss, train_accuracy,
+        model.train()
+        images = 0
+        for i in range(start, stop):
+            lr, size, l2 = plan.at(i)
+            idx = stream.indices(size)
+            steps(idx, lr, l2)
+            images += len(idx)
+            if bar:
+                bar.update(len(idx))
+        loss_sum, correct = steps.totals()
+        result.train_seconds.append(time.perf_counter() - began)
+        train_seconds, seen = train_seconds + result.train_seconds[-1], seen + images
+        row = history_row(plan, start, stop, seen / len(data.train), loss_sum / images, correct / images,
                           evaluate(model, data.val, recipe.loss, precision=result.precision) if len(data.val) else None)
         row["seconds"] = time.perf_counter() - began
         if watch is not None:
@@ -300,41 +450,18 @@ def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", wa
         result.history.append(row)
         if bar:
             bar.close(progress_line(f"{name} {where}", row, images / (time.perf_counter() - began)))
-        if not math.isfinite(train_loss):
+        if not math.isfinite(row["train_loss"]):
             result.status, result.error = "diverged", (
-                f"{name}: the training loss became {'NaN' if math.isnan(train_loss) else 'infinite'} "
+                f"{name}: the training loss became {'NaN' if math.isnan(row['train_loss']) else 'infinite'} "
                 f"{'by' if plan.staged else 'in'} {where.split('/')[0]}; training stopped. "
                 f"Try a smaller learning rate (lr={row['lr'] if plan.staged else recipe.lr:g}).")
             break
     result.train_samples_per_second = seen / max(train_seconds, 1e-9)
+    result.steps = steps.kind
     _check_learned(result, name, len(data.classes))
     if result.error and progress:
         print(f"DIVERGED: {result.error}", flush=True)
     return result
-
-
-def train_steps(model: nn.Module, optimizer, recipe: Recipe, plan: Schedule, stream: Shuffled, iterations,
-                precision: str, bar: Bar | None = None) -> tuple:
-    """The iterations of training between two evaluations, the model in train mode: each sets the learning rate,
-    takes a batch and makes one step. Returns the mean training loss and accuracy, and the images seen; losses are
-    summed on the device and read once, at the end."""
-    model.train()
-    criterion = recipe.criterion()
-    total_loss = torch.zeros((), device=stream.split.x.device)
-    correct = torch.zeros((), device=stream.split.x.device, dtype=torch.long)
-    images = 0
-    for i in iterations:
-        lr, size, l2 = plan.at(i)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x, y = stream.take(size)
-        loss, out = step(model, optimizer, criterion, recipe.augment(x) if recipe.augment else x, y, l2, precision)
-        total_loss += loss * len(y)
-        correct += (out.argmax(1) == y).sum()
-        images += len(y)
-        if bar:
-            bar.update(len(y))
-    return total_loss.item() / images, correct.item() / images, images
 
 
 def history_row(plan: Schedule, start: int, stop: int, epochs: float, train_loss: float, train_accuracy: float,
@@ -412,11 +539,14 @@ def evaluate(model: nn.Module, split: Split, loss: str = "cross_entropy", tta: b
     single_view = torch.zeros((), device=device, dtype=torch.long)
     logits = []
     for x, y in batches(split, batch_size):
+        n = len(y)
+        if device.type == "cuda" and n < batch_size < len(split):   # one batch shape: cuDNN tunes it once
+            x = torch.cat([x, x[:1].expand(batch_size - n, *x.shape[1:])])
         with autocast(device, precision):
-            out = model(x).float()
+            out = model(x).float()[:n]
             if tta:
                 single_view += (out.argmax(1) == y).sum()
-                out = (out + model(x.flip(3)).float()) / 2
+                out = (out + model(x.flip(3)).float()[:n]) / 2
         total += LOSS_FUNCTIONS[loss](out, y, reduction="sum")
         logits.append(out)
     model.train(was_training)

@@ -16,7 +16,7 @@ LOSSES = ("cross_entropy", "multi_margin")
 INITS = ("default", "he", "xavier", "normal")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "elu")
 POOLS = ("max", "avg", "mixed")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 STAGE_KEYS = ("iterations", "lr", "batch_size", "l2")
 LAB_MODELS = {"fashion_fcn_vs_lenet": ("fcn", "lenet5", "lenet5_modified"),   # the `models` a lab can train
               "cifar10_cnn": ("lenet5", "model2", "model3")}

@@ -48,7 +48,7 @@ def test_wrong_types_are_refused(name, value, message):
     ("hidden", [512, 0], "hidden must be a list of layer widths"),
     ("device", "tpu", "device must be auto, cpu, cuda"),
     ("lr", float("nan"), "lr must be a finite number"),
-    ("precision", "fp16", "precision must be one of auto, fp32, bf16"),
+    ("precision", "fp8", "precision must be one of auto, fp32, bf16, fp16"),
 ])
 def test_out_of_range_values_are_refused(name, value, message):
     assert message in error_of(**{name: value})
@@ -133,7 +133,7 @@ def test_the_choices_validated_here_are_exactly_the_ones_implemented():
     for name in vocab.INITS:
         models.init_weights(models.mlp([4]), name)
     for name in vocab.PRECISIONS:
-        train.precision_for(torch.device("cpu"), name)
+        train.precision_for(torch.device("cuda" if name == "fp16" else "cpu"), name)   # fp16: CUDA only
 
 
 @pytest.mark.parametrize("name, value, message", [

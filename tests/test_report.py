@@ -66,10 +66,12 @@ def test_run_writes_results_json_in_the_contract_shape(tmp_path, tiny_mnist, tra
     assert on_disk["seed"] == 3 and on_disk["setting"] is None
     assert list(on_disk["env"]) == list(results.ENV_KEYS)
     assert on_disk["env"]["device"] == "cpu" and on_disk["env"]["precision"] in ("fp32", "bf16")
-    assert on_disk["env"]["layout"] == {"mlp": "contiguous"}
+    assert on_disk["env"]["layout"] == {"mlp": "contiguous"} and on_disk["env"]["steps"] == {"mlp": "eager"}
+    assert on_disk["env"]["peak_memory_gb"] is None                              # CUDA's alone
     mlp = on_disk["models"]["mlp"]
     assert set(mlp) == {"parameters", "test_accuracy", "test_loss", "per_class_accuracy", "confusion_matrix",
-                        "train_samples_per_second", "history", "macs_per_image"}
+                        "train_samples_per_second", "history", "macs_per_image",
+                        "train_seconds"}
     assert mlp["parameters"] == 784 * 64 + 64 + 64 * 10 + 10 and mlp["macs_per_image"] == 784 * 64 + 64 * 10
     assert sum(map(sum, mlp["confusion_matrix"])) == len(tiny_mnist.test)
     assert mlp["test_accuracy"] == pytest.approx(test.accuracy) == pytest.approx(written["models"]["mlp"]["test_accuracy"])

@@ -214,10 +214,28 @@ def test_precision_is_auto_fp32_or_bf16_and_auto_follows_this_cpus_flags():
     assert train.precision_for(cpu, "fp32") == "fp32" and train.precision_for(cpu, "bf16") == "bf16"
     expected = "bf16" if {"amx_bf16", "avx512_bf16"} & train.cpu_flags() else "fp32"
     assert train.precision_for(cpu, "auto") == expected
-    with pytest.raises(LabsError, match="Unknown precision 'fp16' .did you mean 'bf16'..; choose one of auto, fp32"):
+    with pytest.raises(LabsError, match="Unknown precision 'bf61' .did you mean 'bf16'..; choose one of auto, fp32"):
+        train.precision_for(cpu, "bf61")
+    with pytest.raises(LabsError, match="^precision fp16 is for CUDA GPUs without bf16 .such as Colab's T4., not cpu; "):
         train.precision_for(cpu, "fp16")
     with pytest.raises(LabsError, match="bf16 is not available on Apple's mps"):
         train.precision_for(torch.device("mps"), "bf16")
+
+
+@pytest.mark.parametrize("capability, eager, expected", [((9, 0), False, "bf16"), ((8, 0), False, "bf16"),
+                                                         ((9, 0), True, "fp32"), ((7, 5), False, "fp32")])
+def test_auto_on_cuda_is_bf16_only_where_the_gpu_has_it_and_the_steps_run_as_graphs(monkeypatch, capability, eager,
+                                                                                      expected):
+    """On an H200, bf16 was faster than fp32 inside captured steps and slower in eager ones; a T4 (7.5) has no
+    bf16, and auto does not pick fp16 there, unmeasured."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.delenv("LABS_EAGER", raising=False)
+    if eager:
+        monkeypatch.setenv("LABS_EAGER", "1")
+    cuda = torch.device("cuda")
+    assert train.captures(cuda) is not eager and not train.captures(torch.device("cpu"))
+    assert train.precision_for(cuda, "auto") == expected
+    assert train.precision_for(cuda, "fp16") == "fp16"
 
 
 def test_bf16_runs_the_forward_pass_in_bf16_and_keeps_weights_and_losses_fp32(tiny_mnist):
