@@ -252,7 +252,8 @@ def nbval(log: Path) -> dict:
 
 def course(data_dir: str, variants: bool, out: Path) -> dict:
     device = torch.device("cuda")
-    real = bool(data_dir) and data.DATASETS["fashion_mnist"].present(Path(data_dir) / "FashionMNIST")
+    spec = data.DATASETS["fashion_mnist"]
+    real = bool(data_dir) and spec.present(Path(data_dir) / spec.folder)
     record = {"gpu": torch.cuda.get_device_name(device), "torch": torch.__version__, "cuda": torch.version.cuda,
               "date": time.strftime("%Y-%m-%d"), "data": "real FashionMNIST (labs 02, 04); synthetic elsewhere" if real
               else "synthetic data of the real sizes", "auto": train.precision_for(device, "auto")}

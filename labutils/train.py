@@ -359,14 +359,14 @@ class CapturedSteps(Steps):
                 self.body(entry["idx"], self.l2)
             torch.cuda.current_stream().wait_stream(self.side)
             entry["eager"] += 1
-        elif entry["graph"] is None and not self.capture(entry):
-            self.body(entry["idx"], self.l2)
+        elif entry["graph"] is None:
+            self.capture(entry)
         else:
             entry["graph"].replay()
 
-    def capture(self, entry: dict) -> bool:
-        """Capture the step over the batch entry["idx"] holds, and run it once; False (and eager steps from here
-        on, said in one line) if the capture fails."""
+    def capture(self, entry: dict) -> None:
+        """Capture the step over the batch entry["idx"] holds, and run it once (a capture runs nothing); if the
+        capture fails, run it eagerly, and every step from here on, said in one line."""
         graph = torch.cuda.CUDAGraph()
         self.optimizer.zero_grad(set_to_none=True)
         try:
@@ -378,10 +378,9 @@ class CapturedSteps(Steps):
             self.graphs.clear()
             print(f"{self.name}: training goes on step by step (eager), slower: its step could not be captured as "
                   f"a CUDA graph ({self.failed}).", flush=True)
-            return False
+            return self.body(entry["idx"], self.l2)
         entry["graph"] = graph
         graph.replay()
-        return True
 
 
 def captures(device: torch.device) -> bool:
