@@ -25,21 +25,21 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from labutils import data, models, train  # noqa: E402
+from labutils import data, lessons, models, train
 
 FLIP = data.augmentation(flip=True)
 CROPS = data.augmentation(flip=True, shift=4)
 # lab -> (dataset, training images of the real set, its default models: results.json name -> (build, batch, augment))
 LABS = {
-    "mnist_mlp": ("mnist", 60000, {"mlp": (lambda: models.mlp(dropout=0.2), 128, None)}),
+    "mnist_mlp": ("mnist", 60000, {"mlp": (lambda: lessons.mlp(dropout=0.2), 128, None)}),
     "fashion_fcn_vs_lenet": ("fashion_mnist", 60000, {
-        "fcn": (models.fcn, 256, FLIP), "lenet5": (models.lenet5, 256, FLIP),
-        "lenet5_modified": (lambda: models.lenet5(modified=True, dropout=0.1), 256, FLIP)}),
+        "fcn": (lessons.fcn, 256, FLIP), "lenet5": (lessons.lenet5, 256, FLIP),
+        "lenet5_modified": (lambda: lessons.lenet5(modified=True, dropout=0.1), 256, FLIP)}),
     "cifar10_cnn": ("cifar10", 50000, {
-        "lenet5": (lambda: models.lenet5(in_channels=3, padding=0, dropout=0.05), 128, CROPS),
-        "model2": (models.model2, 128, CROPS), "model3": (models.cnn, 128, CROPS)}),
-    "mnist_cnn_ensemble": ("fashion_mnist", 60000, {"member 1": (models.ensemble_cnn, 128, None),
-                                                     "member 2": (models.ensemble_cnn, 128, None)}),
+        "lenet5": (lambda: lessons.lenet5(in_channels=3, padding=0, dropout=0.05), 128, CROPS),
+        "model2": (lessons.model2, 128, CROPS), "model3": (lessons.cnn, 128, CROPS)}),
+    "mnist_cnn_ensemble": ("fashion_mnist", 60000, {"member 1": (lessons.ensemble_cnn, 128, None),
+                                                     "member 2": (lessons.ensemble_cnn, 128, None)}),
 }
 
 
@@ -167,9 +167,9 @@ def captured_against_eager(root_dir: str, steps: int = 300) -> dict:
     torch.backends.cudnn.deterministic, torch.backends.cudnn.allow_tf32, train.CUDNN_AUTOTUNE = True, False, False
     found = {}
     try:
-        for case, build, augment in (("lenet5, no augmentation", models.lenet5, None),
+        for case, build, augment in (("lenet5, no augmentation", lessons.lenet5, None),
                                      ("lenet5_modified, dropout and flips",
-                                      lambda: models.lenet5(modified=True, dropout=0.1), FLIP)):
+                                      lambda: lessons.lenet5(modified=True, dropout=0.1), FLIP)):
             losses = {}
             for path in ("eager", "graph"):
                 train.seed_everything(0)
@@ -212,9 +212,10 @@ def ramp_check(root_dir: str) -> dict:
         train.CUDNN_AUTOTUNE = autotune
         train.seed_everything(0)
         recipe = train.Recipe(stages=[{"iterations": 60, "lr": [1e-4, 2e-3], "batch_size": [32, 96], "l2": 100}],
-                              update_every=5, eval_every=60)
+                              update_every=5, eval_every=60,
+                              penalty=lessons.l2_penalty)
         start = time.perf_counter()
-        fit = train.fit(models.ensemble_cnn().to(device), split, recipe, progress=False)
+        fit = train.fit(lessons.ensemble_cnn().to(device), split, recipe, progress=False)
         found[f"autotune {'on' if autotune else 'off'}"] = {"seconds": time.perf_counter() - start, "steps": fit.steps}
     train.CUDNN_AUTOTUNE = False
     return found
@@ -229,7 +230,7 @@ def fp16_check(root_dir: str, real: bool) -> dict:
     found = {}
     for precision in ("fp32", "bf16", "fp16"):
         train.seed_everything(0)
-        model = models.lenet5(modified=True, dropout=0.1).to(device)
+        model = lessons.lenet5(modified=True, dropout=0.1).to(device)
         recipe = train.Recipe(optimizer="adamw", lr=1e-2, weight_decay=0.05, schedule="cosine", warmup=0.2, epochs=5,
                               batch_size=256, augment=FLIP, label_smoothing=0.1, precision=precision)
         fit = train.fit(model, split, recipe, progress=False)

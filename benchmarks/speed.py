@@ -38,18 +38,18 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from labutils import data, models, train  # noqa: E402
+from labutils import data, lessons, models, train
 
 # name -> (build, dataset, batch size and augmentation of its lab's defaults)
 MODELS = {
-    "mlp": (lambda: models.mlp(), "mnist", 128, None),
-    "fcn": (lambda: models.fcn(), "fashion_mnist", 256, data.augmentation(flip=True)),
-    "lenet5": (lambda: models.lenet5(), "fashion_mnist", 256, data.augmentation(flip=True)),
-    "lenet5_modified": (lambda: models.lenet5(modified=True, dropout=0.1), "fashion_mnist", 256,
+    "mlp": (lambda: lessons.mlp(), "mnist", 128, None),
+    "fcn": (lambda: lessons.fcn(), "fashion_mnist", 256, data.augmentation(flip=True)),
+    "lenet5": (lambda: lessons.lenet5(), "fashion_mnist", 256, data.augmentation(flip=True)),
+    "lenet5_modified": (lambda: lessons.lenet5(modified=True, dropout=0.1), "fashion_mnist", 256,
                         data.augmentation(flip=True)),
-    "ensemble_cnn": (lambda: models.ensemble_cnn(), "mnist", 128, None),
-    "model2": (lambda: models.model2(), "cifar10", 128, data.augmentation(flip=True, shift=4)),
-    "model3": (lambda: models.cnn(), "cifar10", 128, data.augmentation(flip=True, shift=4)),
+    "ensemble_cnn": (lambda: lessons.ensemble_cnn(), "mnist", 128, None),
+    "model2": (lambda: lessons.model2(), "cifar10", 128, data.augmentation(flip=True, shift=4)),
+    "model3": (lambda: lessons.cnn(), "cifar10", 128, data.augmentation(flip=True, shift=4)),
 }
 LABS = {"mnist_mlp": "mnist", "fashion_fcn_vs_lenet": "fashion_mnist", "cifar10_cnn": "cifar10",
         "mnist_cnn_ensemble": "mnist"}
@@ -286,7 +286,7 @@ def time_lab(lab: str, data_dir: str, precision: str) -> float | None:
 
 def schedule_images(stages: list) -> int:
     """Training images of one network over a staged schedule (each stage's batch size moving linearly)."""
-    plan = train.Recipe(stages=stages, update_every=50).laid_out(1)
+    plan = train.Recipe(stages=stages, update_every=50, penalty=lessons.l2_penalty).laid_out(1)
     return sum(plan.at(i)[1] for i in range(plan.total))
 
 

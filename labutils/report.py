@@ -22,7 +22,8 @@ from .vocab import label, md
 
 def start(assignment: str, namespace: dict, gpu_advice: str = "") -> "Run":
     """A notebook's first step: check its parameters (the globals the parameters cell set) by the rules `labs`
-    uses, refusing a bad one in one line before anything runs; pick the device (train.pick_device); show both.
+    uses, refusing a bad one in one line before anything runs; pick the device (train.pick_device) and the precision
+    (train.precision_for), the one place each is decided (run.device, run.precision); show them.
 
     output_dir, where `labs` writes the run, is kept apart: it is not a parameter of the experiment.
     gpu_advice: for a notebook meant for a GPU, what to lower when it runs on a CPU on real data.
@@ -30,10 +31,10 @@ def start(assignment: str, namespace: dict, gpu_advice: str = "") -> "Run":
     params = check_notebook(assignment, namespace)
     output_dir = params.pop("output_dir", "")
     device = pick_device(params.get("device", "auto"), "" if params.get("synthetic") else gpu_advice)
-    run = Run(assignment, params, device, output_dir)
+    run = Run(assignment, params, device, output_dir, precision_for(device, params.get("precision", "auto")))
     shown = dict(params)
     if "precision" in shown:
-        shown["precision"] = f"{params['precision']} ({precision_for(device, params['precision'])} here)"
+        shown["precision"] = f"{params['precision']} ({run.precision} here)"
     display(Markdown(f"Running on **{md(device)}** with these parameters:\n\n" + parameter_table(shown)))
     return run
 
@@ -42,8 +43,9 @@ class Run:
     """One notebook run: each model's results (and, in memory, its fit, test evaluation and layers), the figures,
     then results.json. With an empty output_dir nothing is written: the notebook only shows its results."""
 
-    def __init__(self, assignment: str, params: dict, device, output_dir: str = ""):
+    def __init__(self, assignment: str, params: dict, device, output_dir: str = "", precision: str = "fp32"):
         self.assignment, self.params, self.device = assignment, params, torch.device(device)
+        self.precision = precision   # what the forward passes run in: fp32, bf16 or fp16
         self.output_dir = Path(output_dir) if output_dir else None
         self.started = time.perf_counter()
         self.models, self.fits, self.evaluations, self.layers, self.ensembles = {}, {}, {}, {}, {}

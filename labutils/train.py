@@ -41,9 +41,8 @@ def pick_device(name: str = "auto", gpu_advice: str = "") -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and GPUs). On a CPU a seed repeats a run bit for bit; on CUDA, cuDNN's
-    autotuning (on for speed, see prepare) may pick other algorithms from run to run, so results agree to
-    rounding, not bit for bit."""
+    """Seed Python, NumPy and torch (CPU and GPUs). On a CPU a seed repeats a run bit for bit; on CUDA some
+    kernels (atomic adds in backward passes) sum in varying order, so results agree to rounding, not bit for bit."""
     random.seed(seed)
     numpy.random.seed(seed)
     torch.manual_seed(seed)
@@ -204,8 +203,8 @@ class Recipe:
 
     schedule and warmup: see Schedule. stages: train in stages instead of epochs (see Schedule), evaluating
     every `eval_every` iterations; lr, batch_size, epochs and schedule are then the stages'. A stage's l2 adds
-    l2 * l2_penalty(model) / batch size to the mean cross-entropy (the report's loss_p + l2 * loss_w, loss_p summed
-    over the batch; Adam is blind to the scale of the loss).
+    l2 * penalty(model) / batch size to the mean cross-entropy (lab 04: the report's loss_p + l2 * loss_w, loss_p
+    summed over the batch; Adam is blind to the scale of the loss); penalty is the notebook's own function.
     label_smoothing: of the training loss (cross-entropy only); validation and test losses are plain.
     precision: auto, fp32 or bf16 (see precision_for).
     """
@@ -234,6 +233,9 @@ class Recipe:
             check_choice(what, value, choices)
         if self.stages:
             check_stages(self.stages)
+            if self.penalty is None and any(stage["l2"] != 0 for stage in self.stages):
+                raise LabsError("The stages give an L2 coefficient (l2) but the recipe has no penalty for it to "
+                                "multiply; pass the notebook's own, e.g. train.Recipe(..., penalty=l2_penalty).")
 
     def laid_out(self, n_train: int) -> Schedule:
         """This recipe over the iterations of a training split of `n_train` images."""
@@ -256,13 +258,7 @@ class Recipe:
 
 # --- the loop -------------------------------------------------------------------------------
 
-def l2_penalty(model: nn.Module) -> torch.Tensor:
-    """The MNIST ensemble report's loss_w: over the weight layers (conv and linear weights, no biases), the sum of
-    each layer's mean squared weight."""
-    return sum(p.pow(2).mean() for p in model.parameters() if p.dim() > 1)
-
-
-def step(model: nn.Module, optimizer, criterion, x, y, l2=0.0, precision: str = "fp32", penalty=l2_penalty,
+def step(model: nn.Module, optimizer, criterion, x, y, l2=0.0, precision: str = "fp32", penalty=None,
          scaler=None) -> tuple:
     """One training step: forward (autocast when precision is bf16 or fp16), loss in fp32, backward, update.
     l2 (a number or a device tensor) times penalty(model) / batch size joins the loss when l2 is not 0.
@@ -291,7 +287,7 @@ class Steps:
     def __init__(self, model: nn.Module, optimizer, recipe: "Recipe", precision: str, split: Split):
         self.model, self.optimizer, self.recipe, self.precision, self.split = model, optimizer, recipe, precision, split
         self.criterion = recipe.criterion()
-        self.penalty = recipe.penalty or l2_penalty
+        self.penalty = recipe.penalty
         self.with_l2 = any(stage["l2"] != 0 for stage in recipe.stages or ())   # a number, or a [start, end] pair
         self.scaler = torch.amp.GradScaler(split.x.device.type) if precision == "fp16" else None
         self.loss_sum = torch.zeros((), device=split.x.device)
@@ -402,6 +398,7 @@ class Fit:
     layout: str = "contiguous"      # the model's memory layout
     steps: str = "eager"            # how the steps ran: "eager", or "cuda graph" (CapturedSteps)
     train_seconds: list = field(default_factory=list)   # of training alone, per history row
+    recipe: Recipe | None = None    # what trained: the record and the grading read it, not the notebook's globals
 
 
 def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", watch: Split | None = None,
@@ -417,7 +414,7 @@ def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", wa
     chance accuracy is also reported as diverged.
     """
     device = data.train.x.device
-    result = Fit(precision=precision_for(device, recipe.precision), layout=prepare(model, device))
+    result = Fit(precision=precision_for(device, recipe.precision), layout=prepare(model, device), recipe=recipe)
     graphs = captures(device)
     optimizer = make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.weight_decay, recipe.momentum,
                                fused=graphs)
@@ -522,8 +519,9 @@ class Evaluation:
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, split: Split, loss: str = "cross_entropy", tta: bool = False,
-             precision: str = "auto", batch_size: int = 0) -> Evaluation:
-    """Loss and accuracy of `model` on `split`, always in eval mode (dropout off, batch norm frozen).
+             precision: str = "fp32", batch_size: int = 0) -> Evaluation:
+    """Loss and accuracy of `model` on `split`, always in eval mode (dropout off, batch norm frozen), the forward
+    passes in `precision` (a notebook's run.precision; the model's layout is what fit gave it).
 
     tta (test-time augmentation): classify each image and its mirror image, and average the two outputs.
     batch_size 0: large batches on a GPU (1024), cache-sized ones on a CPU (128, measured fastest for conv nets).
@@ -531,8 +529,7 @@ def evaluate(model: nn.Module, split: Split, loss: str = "cross_entropy", tta: b
     was_training = model.training
     device = split.x.device
     batch_size = batch_size or (128 if device.type == "cpu" else 1024)
-    precision = precision_for(device, precision)
-    prepare(model, device)
+    check_choice("precision", precision, PRECISIONS[1:])
     model.eval()
     total = torch.zeros((), device=device)
     single_view = torch.zeros((), device=device, dtype=torch.long)

@@ -8,7 +8,7 @@ import contextlib
 import pytest
 import torch
 
-from labutils import data, models, train
+from labutils import data, lessons, models, train
 
 
 class FakeGraph:
@@ -50,7 +50,7 @@ def cuda_stand_ins(monkeypatch):
 def losses_per_step(kind, split, sizes, **extra):
     """The loss of every step of an SGD fit (its update takes a tensor learning rate on the CPU too)."""
     torch.manual_seed(0)
-    model = models.mlp([32], in_features=28 * 28)
+    model = lessons.mlp([32], in_features=28 * 28)
     optimizer = train.make_optimizer("sgd", model.parameters(), 0.05)
     recipe = train.Recipe(optimizer="sgd", precision="fp32")
     steps = kind(model, optimizer, recipe, "fp32", split, **extra)
@@ -101,9 +101,10 @@ def test_the_schedule_reaches_a_captured_step_as_a_device_tensor(cuda_stand_ins,
     """The learning rate and the L2 coefficient are tensors the graph reads, filled before each replay."""
     cuda_stand_ins.setattr(torch.cuda, "graph", fake_capture)
     torch.manual_seed(0)
-    model = models.mlp([16], in_features=28 * 28)
+    model = lessons.mlp([16], in_features=28 * 28)
     optimizer = train.make_optimizer("sgd", model.parameters(), 0.1)
-    recipe = train.Recipe(optimizer="sgd", stages=[{"iterations": 4, "lr": 0.1, "batch_size": 8, "l2": [100, 0]}])
+    recipe = train.Recipe(optimizer="sgd", stages=[{"iterations": 4, "lr": 0.1, "batch_size": 8, "l2": [100, 0]}],
+                          penalty=lessons.l2_penalty)
     steps = train.CapturedSteps(model, optimizer, recipe, "fp32", tiny_mnist.train, name="net")
     FakeGraph.steps = steps
     assert all(group["lr"] is steps.lr for group in optimizer.param_groups) and steps.with_l2

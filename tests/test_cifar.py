@@ -8,19 +8,19 @@ import torch
 from torch import nn
 
 from conftest import raw_values, labs, smoke_params, smoke_run
-from labutils import LabsError, data, models, train
+from labutils import LabsError, data, lessons, models, train
 
 SMOKE = smoke_params("cifar10_cnn")
 
 
 def test_model_parameter_counts():
-    assert models.count_parameters(models.lenet5(in_channels=3, padding=0)) == 62_006
-    assert models.count_parameters(models.model2()) == 8_876_234
-    assert models.count_parameters(models.cnn()) == 1_148_874          # model3's defaults: 64-128-256, 2 blocks
+    assert models.count_parameters(lessons.lenet5(in_channels=3, padding=0)) == 62_006
+    assert models.count_parameters(lessons.model2()) == 8_876_234
+    assert models.count_parameters(lessons.cnn()) == 1_148_874          # model3's defaults: 64-128-256, 2 blocks
 
 
 def test_model2_is_exactly_as_given():
-    net = models.model2()
+    net = lessons.model2()
     convs = [(m.in_channels, m.out_channels, m.kernel_size) for m in net if isinstance(m, nn.Conv2d)]
     assert convs == [(3, 64, (5, 5)), (64, 64, (5, 5)), (64, 128, (3, 3)), (128, 128, (3, 3)), (128, 128, (3, 3))]
     linear = [(m.in_features, m.out_features) for m in net if isinstance(m, nn.Linear)]
@@ -30,18 +30,18 @@ def test_model2_is_exactly_as_given():
 
 
 def test_model3_shape_is_its_parameters():
-    net = models.cnn(widths=[8, 16], blocks=3, batch_norm=False, pool="mixed", dropout=0.3)
+    net = lessons.cnn(widths=[8, 16], blocks=3, batch_norm=False, pool="mixed", dropout=0.3)
     convs = [m for m in net if isinstance(m, nn.Conv2d)]
     assert [c.out_channels for c in convs] == [8, 8, 8, 16, 16, 16] and all(c.bias is not None for c in convs)
     kinds = [type(m) for m in net]
-    assert kinds.count(models.MixedPool2d) == 2 and nn.BatchNorm2d not in kinds and nn.Dropout in kinds
+    assert kinds.count(lessons.MixedPool2d) == 2 and nn.BatchNorm2d not in kinds and nn.Dropout in kinds
     assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
-    assert sum(isinstance(m, nn.BatchNorm2d) for m in models.cnn([8, 16], blocks=2)) == 4
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in lessons.cnn([8, 16], blocks=2)) == 4
 
 
 def test_mixed_pooling_is_the_mean_of_max_and_average_pooling():
     x = torch.tensor([[[[1.0, 2.0], [3.0, 6.0]]]])
-    assert models.MixedPool2d(2)(x).item() == pytest.approx((6.0 + 3.0) / 2)
+    assert lessons.MixedPool2d(2)(x).item() == pytest.approx((6.0 + 3.0) / 2)
 
 
 def test_augmentation_keeps_shape_and_device_and_changes_batches():
@@ -120,7 +120,7 @@ def smoke(tmp_path_factory):
 def test_smoke_run_has_three_models_and_the_ensemble_learning_far_above_chance(smoke):
     proc, folder, results = smoke
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    model3 = models.count_parameters(models.cnn(SMOKE["model3_widths"]))
+    model3 = models.count_parameters(lessons.cnn(SMOKE["model3_widths"]))
     assert raw_values(nbformat.read(folder / "report.ipynb", as_version=4)) == []   # no cell prints a raw value
     counts = {name: m["parameters"] for name, m in results["models"].items()}
     assert counts == {"lenet5": 62_006, "model2": 8_876_234, "model3": model3, "ensemble": SMOKE["ensemble"] * model3}

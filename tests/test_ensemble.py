@@ -6,30 +6,30 @@ import torch
 from torch import nn
 
 from conftest import labs, raw_values, smoke_params, smoke_run
-from labutils import LabsError, models, train
+from labutils import LabsError, lessons, models, train
 from labs import params
 
 
 def test_the_reports_network_has_exactly_its_parameter_count_for_every_pooling():
     for pool in ("mixed", "max", "avg"):
-        assert models.count_parameters(models.ensemble_cnn(pool)) == 2_720_778
+        assert models.count_parameters(lessons.ensemble_cnn(pool)) == 2_720_778
 
 
 def test_pooling_keeps_tensorflows_same_sizes_28_14_7_4():
-    net = models.ensemble_cnn("max")
+    net = lessons.ensemble_cnn("max")
     sizes = [layer[2] for layer in models.summary(net, (1, 28, 28))["layers"] if layer[1] == "MaxPool2d"]
     assert sizes == [(32, 14, 14), (64, 7, 7), (128, 4, 4)]
 
 
 def test_mixed_pooling_is_the_mean_of_max_and_average_and_the_last_window_averages_what_it_covers():
     x = torch.arange(9.0).view(1, 1, 3, 3)
-    mixed = models.MixedPool2d(2, ceil_mode=True)(x)
+    mixed = lessons.MixedPool2d(2, ceil_mode=True)(x)
     # windows: [[0,1],[3,4]] -> max 4, mean 2; [2],[5] -> max 5, mean 3.5; [6,7] -> 7, 6.5; [8] -> 8, 8
     assert mixed.flatten().tolist() == [3.0, 4.25, 6.75, 8.0]
 
 
 def test_biases_start_at_0_1_and_leaky_relu_and_dropout_follow_each_hidden_linear():
-    net = models.init_weights(models.ensemble_cnn(), "he", bias=0.1)
+    net = lessons.init_weights(lessons.ensemble_cnn(), "he", bias=0.1)
     assert all(torch.all(m.bias == 0.1) for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d)))
     kinds = [type(m) for m in net]
     first = kinds.index(nn.Linear)
@@ -60,15 +60,16 @@ def test_the_l2_term_is_the_sum_over_weight_layers_of_the_mean_squared_weight():
         net[0].weight.copy_(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
         net[0].bias.fill_(100.0)                                     # biases are not penalized
         net[1].weight.fill_(3.0)
-    assert train.l2_penalty(net).item() == pytest.approx((1 + 4 + 9 + 16) / 4 + 9)
+    assert lessons.l2_penalty(net).item() == pytest.approx((1 + 4 + 9 + 16) / 4 + 9)
 
 
 def test_staged_training_learns_and_records_a_row_at_each_evaluation(tiny_mnist):
     train.seed_everything(0)
-    net = models.init_weights(models.mlp([64, 64, 64]), "he")
+    net = lessons.init_weights(lessons.mlp([64, 64, 64]), "he")
     stages = [{"iterations": 30, "lr": [0.003, 0.002], "batch_size": [32, 64], "l2": [10, 40]},
               {"iterations": 20, "lr": [0.001, 0.0001], "batch_size": 64, "l2": [10, 0]}]
-    fit = train.fit(net, tiny_mnist, train.Recipe(stages=stages, update_every=5, eval_every=20),
+    fit = train.fit(net, tiny_mnist, train.Recipe(stages=stages, update_every=5, eval_every=20,
+                                                   penalty=lessons.l2_penalty),
                     watch=tiny_mnist.test, progress=False)
     assert [r["iteration"] for r in fit.history] == [20, 40, 50]
     assert [r["batch_size"] for r in fit.history] == [train.Schedule(tuple(stages), 20, 5).at(i - 1)[1] for i in (20, 40, 50)]
@@ -83,7 +84,7 @@ def test_the_method_sweeps_one_stage_run_trains_at_smoke_size(tiny_mnist):
     stages = plan.runs["method1"]["stages"]
     assert len(stages) == 1 and stages[0]["iterations"] <= 40 and stages[0]["l2"] == 0    # shrunk, still one stage
     train.seed_everything(0)
-    net = models.init_weights(models.mlp([64, 64, 64]), "he")
+    net = lessons.init_weights(lessons.mlp([64, 64, 64]), "he")
     fit = train.fit(net, tiny_mnist, train.Recipe(stages=stages, update_every=5, eval_every=10), progress=False)
     assert [r["iteration"] for r in fit.history] == list(range(10, stages[0]["iterations"] + 1, 10))
     assert fit.status == "ok" and fit.history[-1]["val_accuracy"] > 0.5

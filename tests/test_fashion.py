@@ -6,22 +6,22 @@ import torch
 from torch import nn
 
 from conftest import raw_values, smoke_params, smoke_run
-from labutils import analysis, data, models
+from labutils import analysis, data, lessons, models
 from labs import params
 
 
 def test_the_three_models_have_exactly_the_reports_parameter_counts():
-    assert models.count_parameters(models.fcn()) == 408_074
-    assert models.count_parameters(models.lenet5()) == 61_706
-    assert models.count_parameters(models.lenet5(modified=True)) == 61_990
+    assert models.count_parameters(lessons.fcn()) == 408_074
+    assert models.count_parameters(lessons.lenet5()) == 61_706
+    assert models.count_parameters(lessons.lenet5(modified=True)) == 61_990
 
 
 def test_fcn_is_linear_batch_norm_relu_linear():
-    assert [type(m) for m in models.fcn()] == [nn.Flatten, nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+    assert [type(m) for m in lessons.fcn()] == [nn.Flatten, nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
 
 
 def test_classic_lenet5_uses_tanh_average_pooling_padding_2_and_a_third_conv_to_120():
-    net = models.lenet5()
+    net = lessons.lenet5()
     convs = [m for m in net if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == \
         [(1, 6, (5, 5), (2, 2)), (6, 16, (5, 5), (0, 0)), (16, 120, (5, 5), (0, 0))]
@@ -31,7 +31,7 @@ def test_classic_lenet5_uses_tanh_average_pooling_padding_2_and_a_third_conv_to_
 
 
 def test_modified_lenet5_adds_batch_norm_relu_max_pooling_and_dropout_after_the_first_linear():
-    net = models.lenet5(modified=True, dropout=0.2)
+    net = lessons.lenet5(modified=True, dropout=0.2)
     kinds = [type(m) for m in net]
     assert kinds.count(nn.BatchNorm2d) == 3 and nn.MaxPool2d in kinds and nn.Tanh not in kinds
     first_linear = kinds.index(nn.Linear)

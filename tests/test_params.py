@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from labutils import LabsError
+from labutils import LabsError, lessons
 from labs import cli, params
 
 
@@ -122,16 +122,16 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, message, tmp_path
 
 def test_the_choices_validated_here_are_exactly_the_ones_implemented():
     from labutils import models, train, vocab
-    assert set(vocab.ACTIVATIONS) == set(models.ACTIVATION_LAYERS)
+    assert set(vocab.ACTIVATIONS) == set(lessons.ACTIVATION_LAYERS)
     assert set(vocab.LOSSES) == set(train.LOSS_FUNCTIONS)
-    assert set(vocab.POOLS) == set(models.POOL_LAYERS)
+    assert set(vocab.POOLS) == set(lessons.POOL_LAYERS)
     for name in vocab.OPTIMIZERS:
         train.make_optimizer(name, [torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     for name in vocab.SCHEDULES:
         plan = train.Recipe(schedule=name, lr_decay=0.5, lr_step=2, epochs=2, batch_size=10).laid_out(40)
         assert 0 < plan.at(5)[0] <= 1e-3 and (plan.at(5)[0] < 1e-3) == (name != "none")
     for name in vocab.INITS:
-        models.init_weights(models.mlp([4]), name)
+        lessons.init_weights(lessons.mlp([4]), name)
     for name in vocab.PRECISIONS:
         train.precision_for(torch.device("cuda" if name == "fp16" else "cpu"), name)   # fp16: CUDA only
 

@@ -5,7 +5,7 @@ import matplotlib
 import pytest
 import torch
 
-from labutils import LabsError, models, parameters, report, results, train
+from labutils import LabsError, lessons, models, parameters, report, results, train
 
 matplotlib.use("Agg")
 
@@ -50,7 +50,7 @@ def test_without_a_history_the_annotations_are_the_declarations():
 @pytest.fixture(scope="module")
 def trained(tiny_mnist):
     torch.manual_seed(0)
-    model = models.mlp([64])
+    model = lessons.mlp([64])
     fit = train.fit(model, tiny_mnist, train.Recipe(epochs=2, batch_size=32), progress=False)
     return model, fit, train.evaluate(model, tiny_mnist.test)
 
@@ -150,5 +150,5 @@ def test_the_schedule_plot_draws_an_epoch_recipe_as_well_as_a_staged_one():
     assert len(epochs.axes[0].lines[0].get_xdata()) == 3 * 17                # 17 iterations per epoch
     stages = [{"iterations": 30, "lr": [0.003, 0.002], "batch_size": [32, 64], "l2": [10, 40]},
               {"iterations": 20, "lr": 0.001, "batch_size": 64, "l2": 0}]
-    staged = report.plot_schedule(train.Recipe(stages=stages, update_every=5), 540)
+    staged = report.plot_schedule(train.Recipe(stages=stages, update_every=5, penalty=lessons.l2_penalty), 540)
     assert len(staged.axes[1].lines[0].get_ydata()) == 50 and len(staged.axes[1].lines) == 2   # the curve, one boundary

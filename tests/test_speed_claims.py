@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from conftest import ROOT
-from labutils import models, parameters, report, train
+from labutils import lessons, models, parameters, report, train
 
 MEASURED = json.loads((ROOT / "benchmarks" / "results" / "speed-cpu.json").read_text())
 AVX2 = next(entry for name, entry in MEASURED.items() if name.endswith("(flags: avx2)"))
-BUILD = {"lenet5": lambda: models.lenet5(), "lenet5_modified": lambda: models.lenet5(modified=True, dropout=0.1),
-         "ensemble_cnn": lambda: models.ensemble_cnn(), "model2": lambda: models.model2(), "model3": lambda: models.cnn()}
+BUILD = {"lenet5": lambda: lessons.lenet5(), "lenet5_modified": lambda: lessons.lenet5(modified=True, dropout=0.1),
+         "ensemble_cnn": lambda: lessons.ensemble_cnn(), "model2": lambda: lessons.model2(), "model3": lambda: lessons.cnn()}
 
 
 def faster(record: dict, precision: str) -> str | None:

@@ -2,12 +2,12 @@ import pytest
 import torch
 from torch import nn
 
-from labutils import LabsError, data, models, train
+from labutils import LabsError, data, lessons, models, train
 
 
 def small_mlp(seed=0, dropout=0.2):
     torch.manual_seed(seed)
-    return models.init_weights(models.mlp([128, 128, 128], dropout=dropout), "he")
+    return lessons.init_weights(lessons.mlp([128, 128, 128], dropout=dropout), "he")
 
 
 def test_fit_learns_synthetic_digits_far_above_chance(tiny_mnist):
@@ -59,7 +59,7 @@ def test_nan_loss_stops_training_and_reports_divergence(tiny_mnist, capsys):
 
 
 def test_a_run_that_ends_at_chance_is_reported_as_diverged(tiny_mnist):
-    model = models.mlp([16])
+    model = lessons.mlp([16])
     for p in model.parameters():
         nn.init.zeros_(p)          # every image gets the same scores: accuracy = share of one class
     fit = train.fit(model, tiny_mnist, train.Recipe(epochs=1, batch_size=32, optimizer="sgd", lr=1e-12), progress=False)
@@ -69,7 +69,7 @@ def test_a_run_that_ends_at_chance_is_reported_as_diverged(tiny_mnist):
 def test_same_seed_same_metrics_other_seed_other_metrics(tiny_mnist):
     def run(seed):
         train.seed_everything(seed)
-        model = models.init_weights(models.mlp([64, 64, 64], dropout=0.2), "he")
+        model = lessons.init_weights(lessons.mlp([64, 64, 64], dropout=0.2), "he")
         fit = train.fit(model, tiny_mnist, train.Recipe(epochs=2, batch_size=32), progress=False)
         return [(r["train_loss"], r["val_loss"], r["val_accuracy"]) for r in fit.history], \
             train.evaluate(model, tiny_mnist.test).loss
@@ -125,7 +125,7 @@ def test_warmup_rises_linearly_then_the_schedule_runs_over_the_remaining_steps()
 
 def test_a_bigger_batch_than_the_training_split_makes_one_step_an_epoch(tiny_mnist):
     train.seed_everything(0)
-    fit = train.fit(models.mlp([64]), tiny_mnist, train.Recipe(epochs=3, batch_size=1000, lr=0.01), progress=False)
+    fit = train.fit(lessons.mlp([64]), tiny_mnist, train.Recipe(epochs=3, batch_size=1000, lr=0.01), progress=False)
     assert [r["epoch"] for r in fit.history] == [1, 2, 3] and fit.train_samples_per_second > 0
     assert fit.history[-1]["train_loss"] < fit.history[0]["train_loss"]
 
@@ -181,10 +181,10 @@ def test_a_recipe_reads_as_a_sentence_with_counts_in_words():
 
 def test_conv_nets_train_channels_last_on_the_cpu_unless_their_batch_norm_is_narrow():
     cpu = torch.device("cpu")
-    assert train.channels_last(models.lenet5(), cpu) and train.channels_last(models.ensemble_cnn(), cpu)
-    assert train.channels_last(models.cnn(), cpu)                           # batch norm of 64+ channels
-    assert not train.channels_last(models.lenet5(modified=True), cpu)       # 6-channel batch norm: slower so
-    assert not train.channels_last(models.mlp([8]), cpu)                    # no convolutions
+    assert train.channels_last(lessons.lenet5(), cpu) and train.channels_last(lessons.ensemble_cnn(), cpu)
+    assert train.channels_last(lessons.cnn(), cpu)                           # batch norm of 64+ channels
+    assert not train.channels_last(lessons.lenet5(modified=True), cpu)       # 6-channel batch norm: slower so
+    assert not train.channels_last(lessons.mlp([8]), cpu)                    # no convolutions
 
 
 def test_test_time_augmentation_averages_an_image_and_its_mirror(tiny_mnist):
@@ -247,3 +247,16 @@ def test_bf16_runs_the_forward_pass_in_bf16_and_keeps_weights_and_losses_fp32(ti
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert isinstance(fit.history[-1]["train_loss"], float) and fit.history[-1]["val_accuracy"] > 0.6   # chance 0.1
     assert train.evaluate(model, tiny_mnist.test, precision="bf16").accuracy > 0.6
+
+
+def test_a_staged_l2_needs_the_notebooks_own_penalty_and_trains_with_it(tiny_mnist):
+    stages = [{"iterations": 6, "lr": 0.01, "batch_size": 16, "l2": 50}]
+    with pytest.raises(LabsError, match=r"^The stages give an L2 coefficient \(l2\) but the recipe has no penalty"):
+        train.Recipe(stages=stages)
+    calls = []
+
+    def penalty(model):
+        calls.append(1)
+        return sum(p.pow(2).sum() for p in model.parameters())
+    train.fit(small_mlp(dropout=0.0), tiny_mnist, train.Recipe(stages=stages, penalty=penalty), progress=False)
+    assert len(calls) == 6                                   # the recipe's penalty, once a step: what trains
