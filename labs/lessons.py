@@ -1,8 +1,10 @@
 """labutils/lessons.py is generated from the notebooks' `#@save` cells, as d2l's d2l/torch.py is from its chapters:
 each lab defines its networks (and lab 04 its L2 penalty) where it teaches them, and what another lab, a test or a
-benchmark reuses is this generated copy, never a second hand-kept one. After editing a `#@save` cell:
+benchmark reuses is this generated copy, never a second hand-kept one. labutils/declared.py, the names and types
+each notebook's parameters cell declares (so a line typed again without its annotation is still that parameter),
+is generated the same way. After editing a `#@save` cell or a parameters cell:
 
-    python -m labs.lessons          # rewrites labutils/lessons.py; tests/test_lessons.py fails until it is run
+    python -m labs.lessons          # rewrites both; tests/test_lessons.py fails until it is run
 """
 
 import re
@@ -11,10 +13,10 @@ from pathlib import Path
 
 import nbformat
 
-from .params import assignments
+from .params import assignments, declared
 
 MARK = "#@save"
-TARGET = Path(__file__).resolve().parent.parent / "labutils" / "lessons.py"
+LIBRARY = Path(__file__).resolve().parent.parent / "labutils"
 HEADER = '''"""The lessons' code that other labs, the tests and the benchmarks reuse: GENERATED from the notebooks' `#@save`
 cells by `python -m labs.lessons`; do not edit here, edit the notebook that teaches it and run that command.
 Each definition is the notebook's own, in the notebooks' order."""
@@ -40,13 +42,22 @@ def generate() -> str:
     return "\n".join(parts)
 
 
+def generate_declared() -> str:
+    """The text of labutils/declared.py: each notebook's parameters, name -> type, from its parameters cell."""
+    table = {name: {p.name: p.type for p in declared(name).values()} for name in assignments()}
+    lines = ",\n".join(f"    {name!r}: {types!r}" for name, types in table.items())
+    head = ('"""The parameters each lab\'s notebook declares, name -> type: GENERATED from the notebooks\' parameters '
+            'cells by\n`python -m labs.lessons`; do not edit."""\n\n')
+    return head + "DECLARED = {\n" + lines + ",\n}\n"
+
+
 def main() -> int:
-    text = generate()
-    if TARGET.exists() and TARGET.read_text() == text:
-        print(f"{TARGET.name} is up to date")
-        return 0
-    TARGET.write_text(text)
-    print(f"wrote {TARGET}")
+    for path, text in ((LIBRARY / "lessons.py", generate()), (LIBRARY / "declared.py", generate_declared())):
+        if path.exists() and path.read_text() == text:
+            print(f"{path.name} is up to date")
+        else:
+            path.write_text(text)
+            print(f"wrote {path}")
     return 0
 
 

@@ -12,6 +12,7 @@ import tokenize
 from dataclasses import dataclass
 
 from . import LabsError, in_notebook
+from .declared import DECLARED
 from .vocab import (ACTIVATIONS, DATASET_OF, INITS, LAB_MODELS, MIN_TRAIN, LOSSES, OPTIMIZERS, POOLS, PRECISIONS, SCHEDULES,
                     TRAIN_IMAGES, SYNTHETIC_IMAGES, check_stages, did_you_mean, plural, shown)
 
@@ -180,10 +181,11 @@ def _literal_assignments(source: str) -> list | None:
     return names
 
 
-def notebook_cells(namespace: dict) -> tuple:
-    """From the kernel's history (IPython's `In`): the declarations of the parameters cell that ran last, and the
-    names that the cells of plain assignments run after it (papermill's injected parameters, a student's own) set
-    beside them. ({}, []) when there is no such history."""
+def notebook_cells(namespace: dict, assignment: str = "") -> tuple:
+    """From the kernel's history (IPython's `In`): the declarations of the parameters cell that ran last (a line that
+    assigns one of the notebook's parameters declares it, annotated or not: declared.py), and the names that the cells of plain assignments run
+    after it (papermill's injected parameters, a student's own) set beside them. ({}, []) when there is no such
+    history."""
     history = [cell for cell in namespace.get("In", [])[:-1] if isinstance(cell, str)]   # the last is this cell
     given = []
     for source in reversed(history):
@@ -192,8 +194,12 @@ def notebook_cells(namespace: dict) -> tuple:
         except SyntaxError:
             declared = {}
         if declared:
-            undeclared = [n for n in _literal_assignments_in(source) if n not in declared]
-            return declared, undeclared + given
+            known = DECLARED.get(assignment, {})
+            retyped = [n for n in _literal_assignments_in(source) if n not in declared]
+            for name in retyped:   # `epochs = 2` typed again without its annotation: still the parameter
+                if name in known:
+                    declared[name] = Parameter(name, known[name], namespace.get(name), "")
+            return declared, [n for n in retyped if n not in known] + given
         names = _literal_assignments(source)
         if names is not None:
             given = names + given
@@ -213,7 +219,7 @@ def check_notebook(assignment: str, namespace: dict) -> dict:
     The declarations come from the parameters cell as it ran (an edited cell too), else from the namespace's
     annotations; a name set beside them that the cell does not declare (a typo, papermill's `-p lrr 0.1`) is
     refused with the closest valid name."""
-    declared, given = notebook_cells(namespace)
+    declared, given = notebook_cells(namespace, assignment)
     if not declared:   # no history: the annotations of the parameters cell
         declared = {name: Parameter(name, getattr(kind, "__name__", str(kind)), namespace.get(name), "")
                     for name, kind in namespace.get("__annotations__", {}).items()}

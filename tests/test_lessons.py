@@ -31,6 +31,8 @@ def defined(source: str) -> set:
 def test_labutils_lessons_is_generated_from_the_notebooks_as_they_are():
     assert (ROOT / "labutils" / "lessons.py").read_text() == generator.generate(), \
         "a #@save cell changed: run `python -m labs.lessons`"
+    assert (ROOT / "labutils" / "declared.py").read_text() == generator.generate_declared(), \
+        "a parameters cell changed: run `python -m labs.lessons`"
 
 
 @pytest.mark.parametrize("stem", SAVED)

@@ -37,7 +37,20 @@ def test_a_notebook_checks_what_its_parameters_cell_and_papermills_cell_set_by_t
     with pytest.raises(LabsError, match="Unknown parameter 'lrr' for mnist_mlp \\(did you mean 'lr'\\?\\)"):
         parameters.check_notebook("mnist_mlp", namespace)
     namespace.update(In=["", CELL + "epochs = 0\n", "..."], epochs=0)     # a line added without its annotation
-    with pytest.raises(LabsError, match="Unknown parameter 'epochs'|epochs must be at least 1"):
+    with pytest.raises(LabsError, match="^epochs must be at least 1, not 0.$"):
+        parameters.check_notebook("mnist_mlp", namespace)
+
+
+def test_a_parameter_typed_again_without_its_annotation_is_still_that_parameter():
+    cell = CELL.replace("epochs: int = 2  # passes", "epochs = 5").replace("title", "synthetic").replace('"x"', "True")
+    cell = cell.replace("synthetic: str = True  # a name", "synthetic = True")
+    namespace = {"In": ["", cell, "run = report.start(...)"], "lr": 1e-3, "epochs": 5, "synthetic": True}
+    assert parameters.check_notebook("mnist_mlp", namespace) == {"lr": 1e-3, "epochs": 5, "synthetic": True}
+    namespace.update(epochs="two")                                       # its type is the notebook's: int
+    with pytest.raises(LabsError, match="^epochs must be an int"):
+        parameters.check_notebook("mnist_mlp", namespace)
+    namespace.update(In=["", cell + "lrr = 0.1\n", "..."], epochs=5, lrr=0.1)   # a typo is still no parameter
+    with pytest.raises(LabsError, match="^Unknown parameter 'lrr' for mnist_mlp \\(did you mean 'lr'\\?\\)"):
         parameters.check_notebook("mnist_mlp", namespace)
 
 
