@@ -107,32 +107,40 @@ def ensemble_gain(members: dict, ensemble: float, name: str = "ensemble") -> str
 
 # --- each model's training ----------------------------------------------------------------
 
-def learning_curve(name: str, history: list) -> str:
-    """What a model's curves say: overfitting, underfitting (still learning at the end), or neither."""
+def learning_curve(name: str, history: list, n_classes: int = 10) -> str:
+    """What a model's curves say: overfitting, underfitting (still learning at the end), an evaluation that
+    collapsed, or none of these; never two that contradict each other."""
     rows = [r for r in history if r.get("val_loss") is not None]
     if len(rows) < 2:
         return f"**{name}**: too few evaluations to read a curve from."
     last, lowest = rows[-1], min(rows, key=lambda r: r["val_loss"])
     gap = last["train_accuracy"] - last["val_accuracy"]
+    overfit = True
+    if last["val_accuracy"] <= 1.5 / n_classes < 3 / n_classes <= last["train_accuracy"]:
+        return (f"**{name}**: training accuracy ends at {pct(last['train_accuracy'])} while validation accuracy is "
+                f"at chance ({pct(last['val_accuracy'])}): an evaluation that collapsed (batch "
+                f"norm's running statistics, from too few steps); a longer run would tell how well it learned.")
     if lowest is not last and last["val_loss"] > 1.1 * lowest["val_loss"]:
         text = (f"validation loss was lowest at {_when(lowest)} ({lowest['val_loss']:.4f}) and ended at "
                 f"{last['val_loss']:.4f}: it overfits in the later part of training")
     elif gap > 0.02:
         text = (f"training accuracy ends {100 * gap:.1f} points above validation accuracy ({pct(last['train_accuracy'])} "
                 f"against {pct(last['val_accuracy'])}): it fits its training images better than new ones, "
-                f"a mild overfit, while the validation loss stayed near its lowest")
+                + ("a mild overfit, while the validation loss stayed near its lowest" if gap <= 0.1 else "it overfits"))
     elif gap < -0.005:
+        overfit = False
         text = (f"training accuracy ({pct(last['train_accuracy'])}, measured while training, with dropout or "
                 f"augmentation on) ends below validation accuracy ({pct(last['val_accuracy'])}): the "
                 f"regularization is at work and there is no sign of overfitting")
     else:
+        overfit = False
         text = (f"training and validation accuracy end close ({pct(last['train_accuracy'])} and "
                 f"{pct(last['val_accuracy'])}): no sign of overfitting")
     best = max(rows, key=lambda r: r["val_accuracy"])
     recent = last["val_accuracy"] - rows[-3 if len(rows) >= 3 else 0]["val_accuracy"]
     if best is last and recent > 0.003:
         text += (f"; validation accuracy was still rising at the end ({100 * recent:+.2f} points over the last "
-                 f"evaluations): it underfits, and longer training would likely help")
+                 f"evaluations)" + ("" if overfit else ": it underfits, and longer training would likely help"))
     elif best is not last and best["val_accuracy"] - last["val_accuracy"] > 0.003:
         text += (f"; validation accuracy peaked at {_when(best)} ({pct(best['val_accuracy'])}), "
                  f"{100 * (best['val_accuracy'] - last['val_accuracy']):.2f} points above where it ended")
@@ -142,9 +150,9 @@ def learning_curve(name: str, history: list) -> str:
 
 
 def divergence(fits: dict) -> str:
-    """Markdown: one line per trained model, ok or why it diverged."""
-    return "\n".join(f"- {md(name)}: {'ok' if fit.status == 'ok' else 'DIVERGED: ' + md(fit.error)}"
-                     for name, fit in fits.items())
+    """Markdown: one line per trained model, ok (with its note, if any) or why it diverged."""
+    return "\n".join(f"- {md(name)}: " + (("ok" + (f"; NOTE: {md(fit.note)}" if fit.note else "")) if fit.status == "ok"
+                                         else "DIVERGED: " + md(fit.error)) for name, fit in fits.items())
 
 
 def extremes(histories: dict, loss_scale: float = 1.0) -> str:
@@ -312,5 +320,6 @@ def sentences(run, classes) -> list:
 
 
 def write(run, classes) -> Markdown:
-    """The analysis of a finished run, for a notebook to show."""
-    return Markdown("\n\n".join(sentences(run, classes)))
+    """The analysis of a finished run, for a notebook to show; first, the models whose training was stopped."""
+    stopped = [f"**{md(run.untrained())}**"] if run.untrained() else []
+    return Markdown("\n\n".join(stopped + (sentences(run, classes) if run.models else [])))

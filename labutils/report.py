@@ -2,6 +2,7 @@
 figures (curves, confusion matrix, samples, misclassified images, per-class accuracy), and one-call views of
 them for the notebooks (show_*)."""
 
+import functools
 import io
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from . import analysis, results as results_file
 from .models import count_parameters, summary
 from .style import legend_outside
 from .parameters import check_notebook
+from . import train
 from .train import pick_device, precision_for
 from .vocab import label, md
 
@@ -29,6 +31,7 @@ def start(assignment: str, namespace: dict, gpu_advice: str = "") -> "Run":
     gpu_advice: for a notebook meant for a GPU, what to lower when it runs on a CPU on real data.
     """
     params = check_notebook(assignment, namespace)
+    train.STOPPED.clear()
     output_dir = params.pop("output_dir", "")
     device = pick_device(params.get("device", "auto"), "" if params.get("synthetic") else gpu_advice)
     run = Run(assignment, params, device, output_dir, precision_for(device, params.get("precision", "auto")))
@@ -93,18 +96,31 @@ class Run:
             results_file.write_atomic(self.output_dir / f"{name}.png", buffer.getvalue())
         display(Image(buffer.getvalue()))
 
+    def untrained(self) -> str:
+        """A line naming the models whose training was stopped and not run again to the end ('' when none)."""
+        stopped = {name: where for name, where in train.STOPPED.items() if name not in self.models}
+        return ("Not trained: " + "; ".join(f"{name} (stopped in {where})" for name, where in stopped.items()) +
+                ". Run the training cell again to train it." if stopped else "")
+
     def results(self) -> dict:
         errors = list(dict.fromkeys(f.error for f in self.fits.values() if f.status != "ok"))
         fits = list(self.fits.values())
-        env = {"device": self.device.type,
-               "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
-               "precision": fits[0].precision if fits else None,
-               "layout": {name: fit.layout for name, fit in self.fits.items()},
-               "steps": {name: fit.steps for name, fit in self.fits.items()},
-               "peak_memory_gb": torch.cuda.max_memory_reserved(self.device) / 1e9 if self.device.type == "cuda" else None}
+        if self.untrained():
+            return results_file.build(self.assignment, self.params, status="stopped", error=self.untrained(),
+                                      models=self.models, env=self._env(), wall_seconds=time.perf_counter() - self.started)
         return results_file.build(self.assignment, self.params, status="diverged" if errors else "ok",
-                                  error=" ".join(errors) or None, models=self.models, env=env,
+                                  error=" ".join(errors) or None, models=self.models, env=self._env(),
                                   wall_seconds=time.perf_counter() - self.started)
+
+    def _env(self) -> dict:
+        fits = list(self.fits.values())
+        return {"device": self.device.type,
+                "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+                "precision": fits[0].precision if fits else self.precision,
+                "layout": {name: fit.layout for name, fit in self.fits.items()},
+                "steps": {name: fit.steps for name, fit in self.fits.items()},
+                "peak_memory_gb": torch.cuda.max_memory_reserved(self.device) / 1e9 if self.device.type == "cuda"
+                else None}
 
     def finish(self) -> dict:
         """Write results.json (when there is an output dir) and say how the run ended."""
@@ -133,6 +149,19 @@ def parameter_table(params: dict, columns: int = 3) -> str:
 
 # --- one call each, for the notebooks -----------------------------------------------------
 
+def _naming_untrained(view):
+    """A view that first names the models whose training was stopped, then shows what was trained (nothing, when
+    no model was)."""
+    @functools.wraps(view)
+    def shown(run: Run, *args, **kwargs):
+        if run.untrained():
+            print(run.untrained())
+            if not run.models:
+                return None
+        return view(run, *args, **kwargs)
+    return shown
+
+
 def show_samples(run: Run, data) -> None:
     run.save(plot_samples(data), "samples")
 
@@ -145,16 +174,19 @@ def show_augmentation(run: Run, data, augmentation) -> None:
         run.save(plot_augmented(data, augmentation), "augmentation")
 
 
+@_naming_untrained
 def show_curves(run: Run, name: str = "curves") -> None:
     """The training curves of every model that has them (ensembles' own curves aside)."""
     run.save(plot_history({n: m["history"] for n, m in run.models.items() if n not in run.ensembles}), name)
 
 
+@_naming_untrained
 def show_models(run: Run) -> None:
     """Side by side: parameters, work per image, seconds per epoch, speed, memory layout, test accuracy."""
     display(Markdown(model_table(run)))
 
 
+@_naming_untrained
 def show_confusions(run: Run, classes, only: str | None = None) -> None:
     """Each model's confusion matrix on the test set (or `only` that model's), then the most frequent mistakes."""
     shown = {only: run.models[only]} if only else run.models
@@ -164,11 +196,13 @@ def show_confusions(run: Run, classes, only: str | None = None) -> None:
     display(Markdown(analysis.mistakes_table(shown, classes)))
 
 
+@_naming_untrained
 def show_per_class(run: Run, classes) -> None:
     run.save(plot_per_class({n: m["per_class_accuracy"] for n, m in run.models.items()}, classes),
              "per_class_accuracy")
 
 
+@_naming_untrained
 def show_misclassified(run: Run, data, name: str | None = None) -> None:
     """Misclassified test images of `name`, by default the model best on validation."""
     name = name or run.best() or next(iter(run.models))
@@ -176,27 +210,33 @@ def show_misclassified(run: Run, data, name: str | None = None) -> None:
     run.save(plot_misclassified(data, run.evaluations[name]), "misclassified")
 
 
+@_naming_untrained
 def show_comparison(run: Run) -> None:
-    """The fully connected net against LeNet-5 in this run's numbers (lab 02)."""
-    display(Markdown(analysis.fcn_against_cnn(run.models, run.layers, run.device.type)))
+    """The fully connected net against LeNet-5 in this run's numbers (lab 02), when both were trained."""
+    if {"fcn", "lenet5"} <= run.models.keys():
+        display(Markdown(analysis.fcn_against_cnn(run.models, run.layers, run.device.type)))
 
 
+@_naming_untrained
 def show_divergence(run: Run) -> None:
     """Each model's training: ok, or why it diverged."""
     display(Markdown(analysis.divergence(run.fits)))
 
 
+@_naming_untrained
 def show_ensemble(run: Run, name: str = "ensemble") -> None:
     """The members' test accuracies beside their ensemble's."""
     display(Markdown(analysis.ensemble_gain(run.ensembles[name], run.models[name]["test_accuracy"], name)))
 
 
+@_naming_untrained
 def show_ensemble_curves(run: Run, name: str = "ensemble") -> None:
     """Test loss and accuracy over the iterations, members and ensemble; then the members' training curves."""
     run.save(plot_ensemble({n: m["history"] for n, m in run.models.items()}, name), "ensemble_curves")
-    show_curves(run)
+    show_curves.__wrapped__(run)
 
 
+@_naming_untrained
 def show_extremes(run: Run) -> None:
     """The report's table: each network's lowest test loss and highest test accuracy over training."""
     display(Markdown(analysis.extremes({n: m["history"] for n, m in run.models.items()})))

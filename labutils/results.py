@@ -18,7 +18,7 @@ from pathlib import Path
 from . import LabsError, __version__
 from .vocab import is_number
 
-STATUSES = ("ok", "failed", "diverged")
+STATUSES = ("ok", "failed", "diverged", "stopped")
 ENV_KEYS = ("python", "torch", "device", "gpu", "precision", "layout", "steps", "peak_memory_gb", "labutils")
 
 

@@ -385,6 +385,13 @@ def captures(device: torch.device) -> bool:
     return device.type == "cuda" and not os.environ.get("LABS_EAGER")
 
 
+class Stopped(LabsError):
+    """Training stopped by the user (Jupyter's stop button, Ctrl-C): one line, no traceback."""
+
+
+STOPPED: dict = {}   # model name -> where its training was stopped; report.start clears it, a finished fit drops it
+
+
 @dataclass
 class Fit:
     """What training produced: a history row per evaluation (per epoch, or every eval_every iterations when
@@ -392,6 +399,7 @@ class Fit:
     history: list = field(default_factory=list)
     status: str = "ok"              # "ok" or "diverged"
     error: str | None = None        # why it diverged
+    note: str | None = None         # something to know that is no divergence (an evaluation that collapsed)
     train_samples_per_second: float = 0.0
     watched: list = field(default_factory=list)   # the watched split's evaluation at each history row
     precision: str = "fp32"         # what the forward passes ran in
@@ -421,28 +429,23 @@ def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", wa
     steps = (CapturedSteps(model, optimizer, recipe, result.precision, data.train, name=name) if graphs else
              Steps(model, optimizer, recipe, result.precision, data.train))
     plan, stream, train_seconds, seen = recipe.laid_out(len(data.train)), Shuffled(data.train), 0.0, 0
+    STOPPED.pop(name, None)
     for start in range(0, plan.total, plan.every):
         stop, began = min(start + plan.every, plan.total), time.perf_counter()
         where = f"iteration {stop:,}/{plan.total:,}" if plan.staged else f"epoch {start // plan.every + 1}/{recipe.epochs}"
         bar = Bar(stream.count(plan.at(i)[1] for i in range(start, stop)), f"{name} {where}") if progress else None
-        model.train()
-        images = 0
-        for i in range(start, stop):
-            lr, size, l2 = plan.at(i)
-            idx = stream.indices(size)
-            steps(idx, lr, l2)
-            images += len(idx)
+        try:
+            row = _interval(model, data, recipe, plan, stream, steps, start, stop, bar, watch, result)
+        except KeyboardInterrupt:
             if bar:
-                bar.update(len(idx))
-        loss_sum, correct = steps.totals()
-        result.train_seconds.append(time.perf_counter() - began)
+                bar.close()
+            STOPPED[name] = (f"epoch {start // plan.every + 1} of {recipe.epochs}" if not plan.staged else
+                             f"iterations {start + 1:,} to {stop:,} of {plan.total:,}")
+            raise Stopped(f"{name}: training stopped in {STOPPED[name]}; run this cell again to train from the "
+                          f"start.") from None
+        images = row.pop("images")
         train_seconds, seen = train_seconds + result.train_seconds[-1], seen + images
-        row = history_row(plan, start, stop, seen / len(data.train), loss_sum / images, correct / images,
-                          evaluate(model, data.val, recipe.loss, precision=result.precision) if len(data.val) else None)
-        row["seconds"] = time.perf_counter() - began
-        if watch is not None:
-            result.watched.append(evaluate(model, watch, recipe.loss, precision=result.precision))
-            row.update(test_loss=result.watched[-1].loss, test_accuracy=result.watched[-1].accuracy)
+        row["epoch"] = seen / len(data.train) if plan.staged else row["epoch"]
         result.history.append(row)
         if bar:
             bar.close(progress_line(f"{name} {where}", row, images / (time.perf_counter() - began)))
@@ -457,7 +460,32 @@ def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", wa
     _check_learned(result, name, len(data.classes))
     if result.error and progress:
         print(f"DIVERGED: {result.error}", flush=True)
+    if result.note and progress:
+        print(f"NOTE: {result.note}", flush=True)
     return result
+
+
+def _interval(model, data, recipe, plan, stream, steps, start, stop, bar, watch, result) -> dict:
+    """The steps between two evaluations, then the evaluation: the history's row (with the images trained)."""
+    began = time.perf_counter()
+    model.train()
+    images = 0
+    for i in range(start, stop):
+        lr, size, l2 = plan.at(i)
+        idx = stream.indices(size)
+        steps(idx, lr, l2)
+        images += len(idx)
+        if bar:
+            bar.update(len(idx))
+    loss_sum, correct = steps.totals()
+    result.train_seconds.append(time.perf_counter() - began)
+    row = history_row(plan, start, stop, 0.0, loss_sum / images, correct / images,
+                      evaluate(model, data.val, recipe.loss, precision=result.precision) if len(data.val) else None)
+    row["seconds"] = time.perf_counter() - began
+    if watch is not None:
+        result.watched.append(evaluate(model, watch, recipe.loss, precision=result.precision))
+        row.update(test_loss=result.watched[-1].loss, test_accuracy=result.watched[-1].accuracy)
+    return {**row, "images": images}
 
 
 def history_row(plan: Schedule, start: int, stop: int, epochs: float, train_loss: float, train_accuracy: float,
@@ -473,15 +501,22 @@ def history_row(plan: Schedule, start: int, stop: int, epochs: float, train_loss
 
 
 def _check_learned(result: Fit, name: str, n_classes: int) -> None:
-    """A run that ends at chance accuracy learned nothing: it is marked diverged."""
-    last = result.history[-1]
-    final = last["val_accuracy"] if last["val_accuracy"] is not None else last["train_accuracy"]
-    chance = 1 / n_classes
-    if result.status == "ok" and final <= 1.5 * chance:
-        done = plural(last["iteration"], "iteration") if "iteration" in last else plural(last["epoch"], "epoch")
+    """Training that ends at chance accuracy learned nothing: it is marked diverged. Training accuracy well above
+    chance beside a validation accuracy at chance is no divergence but an evaluation that collapsed (batch norm's
+    running statistics, from too few steps, do not yet describe the images): a note says so, with its remedy."""
+    last, chance = result.history[-1], 1 / n_classes
+    done = plural(last["iteration"], "iteration") if "iteration" in last else plural(last["epoch"], "epoch")
+    if result.status != "ok":
+        return
+    if last["train_accuracy"] <= 1.5 * chance:
         result.status = "diverged"
-        result.error = (f"{name}: accuracy {final:.1%} after {done} is at chance level ({chance:.0%}); the model "
-                        f"learned nothing. Check the learning rate and optimizer.")
+        result.error = (f"{name}: training accuracy {last['train_accuracy']:.1%} after {done} is at chance level "
+                        f"({chance:.0%}); the model learned nothing. Check the learning rate and optimizer.")
+    elif last["val_accuracy"] is not None and last["val_accuracy"] <= 1.5 * chance:
+        result.note = (f"{name}: validation accuracy {last['val_accuracy']:.1%} is at chance while training accuracy "
+                       f"is {last['train_accuracy']:.1%}: not a divergence but an evaluation that collapsed. In eval "
+                       f"mode batch norm uses its running statistics, which {done} of training have not yet made "
+                       f"right; train longer (more epochs or images) and it recovers.")
 
 
 def progress_line(where: str, row: dict, per_second: float) -> str:

@@ -164,3 +164,18 @@ def test_the_grading_points_of_lab_01_follow_the_parameters_and_the_goal():
     text = analysis.grading(params, 0.976, 97.5)
     assert "- **not met**: at least 3 hidden layers" in text and "- met: dropout" in text
     assert "- **not met**: weight decay (L2)" in text and "- met: test accuracy of at least 97.5 % (this run: 97.60 %)" in text
+
+
+def curve(*points):
+    return [{"epoch": k + 1, "train_loss": 1.0, "train_accuracy": t, "val_loss": vl, "val_accuracy": v}
+            for k, (t, v, vl) in enumerate(points)]
+
+
+def test_a_learning_curve_never_says_overfit_and_underfit_together():
+    collapsed = analysis.learning_curve("model3 seed 2", curve((0.6, 0.5, 1.2), (0.987, 0.083, 5.0)))
+    assert "evaluation that collapsed" in collapsed and "overfit" not in collapsed and "underfit" not in collapsed
+    rising_gap = analysis.learning_curve("m", curve((0.7, 0.6, 1.2), (0.9, 0.7, 1.0), (0.99, 0.75, 0.9)))
+    assert "it overfits" in rising_gap and "mild" not in rising_gap          # 24 points: no mild overfit
+    assert "still rising" in rising_gap and "underfit" not in rising_gap
+    close = analysis.learning_curve("m", curve((0.7, 0.7, 1.0), (0.8, 0.8, 0.8), (0.9, 0.9, 0.6)))
+    assert "no sign of overfitting" in close and "it underfits" in close

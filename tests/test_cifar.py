@@ -138,6 +138,7 @@ def test_the_report_shows_the_ensemble_gain_and_the_divergence_check(smoke):
     html = (folder / "report.html").read_text()
     assert "mean of the members" in html and "points over the mean member" in html
     assert "lenet5: ok" in html and "model2: ok" in html and "model3: ok" in html
+    assert "DIVERGED" not in html and "diverged" not in html   # 600 images, 2 epochs: no false alarm
 
 
 def test_a_model_that_collapses_to_chance_is_named_in_the_report_and_results(tmp_path):
@@ -145,9 +146,9 @@ def test_a_model_that_collapses_to_chance_is_named_in_the_report_and_results(tmp
                 "-p", "optimizer", "sgd", "-p", "lr", "1e-9", "--output", tmp_path)
     assert proc.returncode == 1 and "cifar10_cnn: diverged" in proc.stdout
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["status"] == "diverged" and results["error"].startswith("lenet5: accuracy")
+    assert results["status"] == "diverged" and results["error"].startswith("lenet5: training accuracy")
     assert "chance" in results["error"]
-    assert "lenet5: DIVERGED: lenet5: accuracy" in (tmp_path / "report.html").read_text()
+    assert "lenet5: DIVERGED: lenet5: training accuracy" in (tmp_path / "report.html").read_text()
 
 
 

@@ -12,7 +12,7 @@ def small_mlp(seed=0, dropout=0.2):
 
 def test_fit_learns_synthetic_digits_far_above_chance(tiny_mnist):
     model = small_mlp()
-    fit = train.fit(model, tiny_mnist, train.Recipe(epochs=3, batch_size=32), progress=False)
+    fit = train.fit(model, tiny_mnist, train.Recipe(epochs=8, batch_size=32), progress=False)
     test = train.evaluate(model, tiny_mnist.test)
     assert fit.status == "ok" and fit.error is None
     assert test.accuracy > 0.8          # chance is 0.1
@@ -125,7 +125,7 @@ def test_warmup_rises_linearly_then_the_schedule_runs_over_the_remaining_steps()
 
 def test_a_bigger_batch_than_the_training_split_makes_one_step_an_epoch(tiny_mnist):
     train.seed_everything(0)
-    fit = train.fit(lessons.mlp([64]), tiny_mnist, train.Recipe(epochs=3, batch_size=1000, lr=0.01), progress=False)
+    fit = train.fit(lessons.mlp([64]), tiny_mnist, train.Recipe(epochs=3, batch_size=1000, lr=0.003), progress=False)
     assert [r["epoch"] for r in fit.history] == [1, 2, 3] and fit.train_samples_per_second > 0
     assert fit.history[-1]["train_loss"] < fit.history[0]["train_loss"]
 
@@ -134,7 +134,7 @@ def test_label_smoothing_raises_the_training_loss_but_not_the_validation_loss(ti
     def run(smoothing):
         train.seed_everything(0)
         model = small_mlp()
-        return train.fit(model, tiny_mnist, train.Recipe(epochs=2, batch_size=32, label_smoothing=smoothing),
+        return train.fit(model, tiny_mnist, train.Recipe(epochs=6, batch_size=32, label_smoothing=smoothing),
                          progress=False).history[-1]
     plain, smoothed = run(0.0), run(0.2)
     assert smoothed["train_loss"] > plain["train_loss"] + 0.2          # smoothed targets: the loss cannot reach 0
@@ -242,7 +242,7 @@ def test_bf16_runs_the_forward_pass_in_bf16_and_keeps_weights_and_losses_fp32(ti
     model = small_mlp()
     seen = []
     model[1].register_forward_hook(lambda m, i, out: seen.append(out.dtype))
-    fit = train.fit(model, tiny_mnist, train.Recipe(epochs=2, batch_size=32, precision="bf16"), progress=False)
+    fit = train.fit(model, tiny_mnist, train.Recipe(epochs=6, batch_size=32, precision="bf16"), progress=False)
     assert seen[0] == torch.bfloat16 and fit.precision == "bf16"
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert isinstance(fit.history[-1]["train_loss"], float) and fit.history[-1]["val_accuracy"] > 0.6   # chance 0.1
@@ -260,3 +260,22 @@ def test_a_staged_l2_needs_the_notebooks_own_penalty_and_trains_with_it(tiny_mni
         return sum(p.pow(2).sum() for p in model.parameters())
     train.fit(small_mlp(dropout=0.0), tiny_mnist, train.Recipe(stages=stages, penalty=penalty), progress=False)
     assert len(calls) == 6                                   # the recipe's penalty, once a step: what trains
+
+
+def rows(*pairs):
+    """History rows of an epoch recipe: (train accuracy, validation accuracy) each."""
+    return [{"epoch": k + 1, "train_loss": 1.0, "train_accuracy": t, "val_loss": 2.0, "val_accuracy": v, "lr": 1e-3}
+            for k, (t, v) in enumerate(pairs)]
+
+
+def test_diverged_is_said_only_for_training_at_chance_and_a_collapsed_evaluation_is_a_note():
+    collapsed = train.Fit(history=rows((0.6, 0.3), (0.987, 0.083)))
+    train._check_learned(collapsed, "model3 seed 2", 10)
+    assert collapsed.status == "ok" and collapsed.error is None
+    assert collapsed.note.startswith("model3 seed 2: validation accuracy 8.3% is at chance while training accuracy "
+                                     "is 98.7%: not a divergence but an evaluation that collapsed.")
+    assert "train longer" in collapsed.note
+    learned_nothing = train.Fit(history=rows((0.11, 0.1), (0.12, 0.09)))
+    train._check_learned(learned_nothing, "lenet5", 10)
+    assert learned_nothing.status == "diverged" and learned_nothing.note is None
+    assert learned_nothing.error.startswith("lenet5: training accuracy 12.0% after 2 epochs is at chance level")
