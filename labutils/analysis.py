@@ -280,13 +280,15 @@ outputs of all layers (kept for the backward pass) take {memory[fcn] / 1e3:.1f} 
 
 # --- a notebook's analysis ----------------------------------------------------------------
 
-def grading(params: dict, accuracy: float, goal: float) -> str:
-    """Lab 01's grading points, each met or not, from the run's parameters and test accuracy."""
+def grading(fit, layers: list, params: dict, accuracy: float, goal: float) -> str:
+    """Lab 01's grading points, each met or not, from what trained: the fit's recipe, the network's layers
+    (models.summary's rows), the initialization the parameters name, and the test accuracy."""
+    kinds = [row[1] for row in layers]
     checks = {
-        "at least 3 hidden layers": len(params["hidden"]) >= 3,
-        "dropout": params["dropout"] > 0,
+        "at least 3 hidden layers": kinds.count("Linear") - 1 >= 3,
+        "dropout": "Dropout" in kinds,
         "weight initialization (he, xavier or normal)": params["init"] != "default",
-        "weight decay (L2)": params["weight_decay"] > 0,
+        "weight decay (L2)": fit.recipe.weight_decay > 0,
         f"test accuracy of at least {goal:g} % (this run: {pct(accuracy)})": 100 * accuracy >= goal,
     }
     return "**Against the grading points:**\n\n" + "\n".join(
@@ -298,7 +300,8 @@ def sentences(run, classes) -> list:
     models, params, paper = run.models, run.params, reported(run.assignment)
     accuracies = {n: m["test_accuracy"] for n, m in models.items()}
     diverged = [n for n in models if n in run.fits and run.fits[n].status != "ok"]
-    lines = [grading(params, accuracies["mlp"], paper["goal"])] if "goal" in paper and "mlp" in models else []
+    lines = [grading(run.fits["mlp"], run.layers["mlp"], params, accuracies["mlp"], paper["goal"])] \
+        if "goal" in paper and "mlp" in models else []
     lines.append(ranking(accuracies, diverged))
     best = run.best()
     validation = {n: final_val_accuracy(m) for n, m in models.items() if final_val_accuracy(m) is not None}

@@ -58,7 +58,8 @@ class Run:
         shape = summary(model, test.input_shape)
         self.fits[name], self.evaluations[name], self.layers[name] = fit, test, shape["layers"]
         self.models[name] = self._entry(shape["parameters"], test, fit.train_samples_per_second, fit.history)
-        self.models[name].update(macs_per_image=shape["macs"], train_seconds=fit.train_seconds)
+        self.models[name].update(macs_per_image=shape["macs"], train_seconds=fit.train_seconds,
+                                 recipe=fit.recipe.record() if fit.recipe else None, network=repr(model))
         print(f"{name}: test accuracy {test.accuracy:.2%}, test loss {test.loss:.4f}, "
               f"{fit.train_samples_per_second:,.0f} training images per second")
 

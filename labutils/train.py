@@ -7,7 +7,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy
@@ -246,6 +246,14 @@ class Recipe:
         epochs = {"iterations": total, "lr": self.lr, "batch_size": self.batch_size, "l2": 0.0}
         return Schedule((epochs,), every, staged=False, curve=self.schedule, decay=self.lr_decay, step=self.lr_step,
                         warmup=round(self.warmup * total))
+
+    def record(self) -> dict:
+        """What results.json keeps of the recipe that trained: every field, as plain values (the augmentation in
+        words, the penalty by its function's name)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["augment"] = str(self.augment or "no augmentation")
+        values["penalty"] = getattr(self.penalty, "__name__", None) if self.penalty else None
+        return values
 
     def criterion(self):
         smoothing = {"label_smoothing": self.label_smoothing} if self.label_smoothing else {}

@@ -159,11 +159,20 @@ def test_the_mistakes_table_says_when_there_are_none_and_the_extremes_share_one_
     assert "| member 1 | 0.1370 (40) | 95.00 % | 96.00 % (80) | 0.1589 | 96.00 % |" in table
 
 
-def test_the_grading_points_of_lab_01_follow_the_parameters_and_the_goal():
-    params = {"hidden": [64, 64], "dropout": 0.2, "init": "he", "weight_decay": 0.0}
-    text = analysis.grading(params, 0.976, 97.5)
-    assert "- **not met**: at least 3 hidden layers" in text and "- met: dropout" in text
+def test_the_grading_points_of_lab_01_read_what_trained_not_the_parameters():
+    from labutils import lessons, models
+    # the parameters claim 3 hidden layers, dropout and weight decay; what trained had 2, none and none
+    params = {"hidden": [64, 64, 64], "dropout": 0.2, "init": "he", "weight_decay": 0.1}
+    fit = train.Fit(recipe=train.Recipe(weight_decay=0.0))
+    layers = models.summary(lessons.mlp([64, 64]), (1, 28, 28))["layers"]
+    text = analysis.grading(fit, layers, params, 0.976, 97.5)
+    assert "- **not met**: at least 3 hidden layers" in text and "- **not met**: dropout" in text
     assert "- **not met**: weight decay (L2)" in text and "- met: test accuracy of at least 97.5 % (this run: 97.60 %)" in text
+    fit = train.Fit(recipe=train.Recipe(weight_decay=1e-4))
+    layers = models.summary(lessons.mlp([64, 64, 64], dropout=0.2), (1, 28, 28))["layers"]
+    text = analysis.grading(fit, layers, {"init": "default"}, 0.9, 97.5)
+    assert "- met: at least 3 hidden layers" in text and "- met: dropout" in text and "- met: weight decay" in text
+    assert "- **not met**: weight initialization" in text
 
 
 def curve(*points):
