@@ -72,10 +72,18 @@ def test_staged_training_learns_and_records_a_row_at_each_evaluation(tiny_mnist)
                                                    penalty=lessons.l2_penalty),
                     watch=tiny_mnist.test, progress=False)
     assert [r["iteration"] for r in fit.history] == [20, 40, 50]
-    assert [r["batch_size"] for r in fit.history] == [train.Schedule(tuple(stages), 20, 5).at(i - 1)[1] for i in (20, 40, 50)]
-    assert fit.status == "ok" and fit.history[-1]["test_accuracy"] > 0.7 and len(fit.watched) == 3
-    curve = train.ensemble_history([fit, fit])                       # two identical members: the same curve
-    assert [r["test_accuracy"] for r in curve] == pytest.approx([r["test_accuracy"] for r in fit.history])
+    # iteration 19: stage 1's batch 32 -> 64, at its update of iteration 15 of 25: 32 + 32 * 15 / 25 = 51.2
+    assert [r["batch_size"] for r in fit.history] == [51, 64, 64]
+    assert fit.status == "ok" and fit.history[-1]["test_accuracy"] > 0.5 and len(fit.watched) == 3
+    train.seed_everything(1)
+    other = train.fit(lessons.init_weights(lessons.mlp([64, 64, 64]), "he"), tiny_mnist,
+                      train.Recipe(stages=stages, update_every=5, eval_every=20, penalty=lessons.l2_penalty),
+                      watch=tiny_mnist.test, progress=False)
+    curve = train.ensemble_history([fit, other])
+    for row, a, b in zip(curve, fit.watched, other.watched):        # the mean of the two members' probabilities
+        assert not torch.equal(a.probabilities, b.probabilities)
+        by_hand = ((a.probabilities + b.probabilities) / 2).argmax(1)
+        assert row["test_accuracy"] == pytest.approx((by_hand == a.labels).float().mean().item())
 
 def test_the_method_sweeps_one_stage_run_trains_at_smoke_size(tiny_mnist):
     from conftest import ROOT

@@ -116,7 +116,12 @@ LABS = {
             ["FashionMNIST", "synthetic", "/tmp/labs-unused-data", False]),
         "n_train val_fraction": ("[len(images.train), len(images.val)]", [240, 60]),
         "n_test": ("sum(map(sum, results['models']['ensemble']['confusion_matrix']))", 100),
-        "members": ("list(results['models'])", ["member 1", "member 2", "member 3", "ensemble"]),
+        "members": ("[list(results['models']), results['models']['ensemble']['test_accuracy'] == (torch.stack(["
+                    "t.probabilities for _, _, t in networks.values()]).mean(0).argmax(1) == images.test.y.cpu())"
+                    ".float().mean().item(), len({t.probabilities.sum(1).tolist()[0] for _, _, t in networks.values()}"
+                    ") >= 1 and not torch.equal(networks['member 1'][2].probabilities, networks['member 3'][2]"
+                    ".probabilities)]",   # the ensemble averages every member, and the members differ
+                    [["member 1", "member 2", "member 3", "ensemble"], True, True]),
         "pool dropout": ("sorted({type(m).__name__ + str(getattr(m, 'p', '')) for m in networks['member 1'][0]})",
                          ["Conv2d", "Dropout0.2", "Flatten", "LeakyReLU", "Linear", "MaxPool2d", "ReLU"]),
         "init init_std": ("round(float(build()[10].weight.std()), 3)", 0.04),

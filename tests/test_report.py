@@ -25,6 +25,20 @@ def test_atomic_write_leaves_no_temporary_files_and_a_readable_file(tmp_path):
     assert results.read(tmp_path / "nowhere") is None
 
 
+def test_a_write_that_fails_half_way_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    """The disk fills while the new record is written: the old results.json stays as it was, nothing else is left."""
+    path = tmp_path / "run" / "results.json"
+    results.write(path, results.build("mnist_mlp", {"lr": 0.1}))
+    before = path.read_bytes()
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr("os.fsync", full_disk)
+    with pytest.raises(OSError, match="No space left on device.*results.json"):
+        results.write(path, results.build("mnist_mlp", {"lr": 0.2, "note": "x" * 100_000}))
+    assert path.read_bytes() == before and [p.name for p in path.parent.iterdir()] == ["results.json"]
+
+
 CELL = 'lr: float = 1e-3  # learning rate\nepochs: int = 2  # passes\ntitle: str = "x"  # a name\n'
 
 

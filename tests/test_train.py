@@ -147,10 +147,14 @@ def test_history_records_the_learning_rate_of_each_epoch(tiny_mnist):
     assert [r["lr"] for r in fit.history] == pytest.approx([0.01, 0.005, 0.0025])
 
 
+@pytest.mark.parametrize("cuda, mps, picked", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
+def test_auto_device_is_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, picked):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert train.pick_device("auto") == torch.device(picked)
+
+
 def test_auto_device_is_an_available_one_and_missing_devices_are_refused():
-    device = train.pick_device("auto")
-    assert device.type == ("cuda" if torch.cuda.is_available() else
-                           "mps" if torch.backends.mps.is_available() else "cpu")
     assert train.pick_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
         with pytest.raises(LabsError, match="not available"):
@@ -212,8 +216,12 @@ def test_auto_precision_is_bf16_exactly_where_the_hardware_computes_it_natively(
 def test_precision_is_auto_fp32_or_bf16_and_auto_follows_this_cpus_flags():
     cpu = torch.device("cpu")
     assert train.precision_for(cpu, "fp32") == "fp32" and train.precision_for(cpu, "bf16") == "bf16"
-    expected = "bf16" if {"amx_bf16", "avx512_bf16"} & train.cpu_flags() else "fp32"
-    assert train.precision_for(cpu, "auto") == expected
+    for flags, expected in (({"avx2", "fma"}, "fp32"), ({"avx512f"}, "fp32"), ({"avx512_bf16"}, "bf16"),
+                            ({"amx_tile", "amx_bf16"}, "bf16")):
+        train.cpu_flags.cache_clear()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(train, "cpu_flags", lambda: frozenset(flags))
+            assert train.precision_for(cpu, "auto") == expected, flags
     with pytest.raises(LabsError, match="Unknown precision 'bf61' .did you mean 'bf16'..; choose one of auto, fp32"):
         train.precision_for(cpu, "bf61")
     with pytest.raises(LabsError, match="^precision fp16 is for CUDA GPUs without bf16 .such as Colab's T4., not cpu; "):
