@@ -260,7 +260,7 @@ def run(assignment: str, params: dict, folder: Path, stream: bool = True, settin
     start, error = time.perf_counter(), None
     try:
         earlier = earlier_files(folder)
-        _end_kernels(folder)   # what a killed run left: its kernel files, a partial report
+        end_kernels(folder)   # what a killed run left: its kernel files, a partial report
         for name in earlier:
             (folder / name).unlink(missing_ok=True)
         for name in {*earlier, *WRITTEN}:   # what a write cut short left: write_atomic's temporary files
@@ -286,12 +286,12 @@ def run(assignment: str, params: dict, folder: Path, stream: bool = True, settin
                 new = {p.name for p in folder.iterdir() if p.is_file()} - before - {MARKER, LOCK}
                 _mark(folder, [*WRITTEN, *new])
     finally:
-        _end_kernels(folder)
+        end_kernels(folder)
         held.unlink(missing_ok=True)
     return results
 
 
-def _end_kernels(folder: Path) -> None:
+def end_kernels(folder: Path) -> None:
     """End any kernel of this run still alive (one interrupted while it started), then remove its connection file
     and sockets."""
     import psutil

@@ -21,10 +21,12 @@ preset, the grid point; with --smoke each run is then shrunk to smoke size.
 
 import itertools
 import json
+import logging
 import math
 import os
 import re
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -36,7 +38,7 @@ import yaml
 from labutils import LabsError, results as results_file
 from labutils.progress import Bar
 from labutils.reported import reported
-from labutils.vocab import did_you_mean, label, shown
+from labutils.vocab import did_you_mean, label, plural, shown
 
 from . import runner, summary
 from .params import ROOT, combine, declared, load_yaml, notebook
@@ -286,6 +288,9 @@ class _LocalWorkers:
         for future in as_completed(futures):
             yield futures[future], future
 
+    def lost(self, error: Exception) -> bool:
+        return False
+
     def close(self, stop: bool = False):
         """Let the workers go; with `stop`, end them now, runs in progress included."""
         if stop and hasattr(self.pool, "terminate_workers"):   # Python 3.14+
@@ -296,8 +301,12 @@ class _LocalWorkers:
         self.pool.shutdown(wait=True, cancel_futures=True)   # joined: no process or semaphore left behind
 
 
+class SchedulerLost(Exception):
+    """The Dask scheduler went away during a sweep."""
+
+
 class _DaskWorkers:
-    """The workers of a running Dask cluster; run folders must be on a filesystem that they share."""
+    """The workers of a running Dask cluster; run folders must be on a filesystem that they share (checked)."""
 
     def __init__(self, address: str, wait: float = 30.0):
         try:
@@ -319,20 +328,118 @@ class _DaskWorkers:
             self.client.close()
             raise LabsError(f"The Dask scheduler at {address} has no workers (waited {wait:g} s); start one with "
                             f"`dask worker {address} --nthreads 1`, then run the sweep again.") from None
-        self.tag, self.futures = uuid.uuid4().hex[:8], {}
+        self.address, self.tag, self.futures = address, uuid.uuid4().hex[:8], {}
+        self.stop_event = f"labs-stop-{self.tag}"
+
+    def check_folders(self, folders: dict) -> None:
+        """Before any run: every worker sees these folders ({path: what it is}) as labs does. labs writes a marker
+        file in each, and every worker reads it back; one LabsError names the first worker and folder that cannot."""
+        markers = {}
+        try:
+            for folder in folders:
+                marker = Path(folder) / f".labs-probe-{self.tag}"
+                try:
+                    marker.write_text(self.tag)
+                except OSError:   # a data folder labs may read but not write: the workers' view of it goes unchecked
+                    continue
+                markers[folder] = str(marker)
+            seen = self.client.run(_sees_markers, markers, self.tag)
+        finally:
+            for marker in markers.values():
+                Path(marker).unlink(missing_ok=True)
+        for worker, found in seen.items():
+            for folder, ok in found.items():
+                if not ok:
+                    raise LabsError(f"The Dask worker at {worker} cannot see the {folders[folder]} {folder} (a file "
+                                    f"labs wrote there is not there for it); put it on a filesystem every worker "
+                                    f"shares, at the same path, then run the sweep again.")
 
     def map(self, fn, tasks: dict):
         from distributed import as_completed
-        self.futures = {self.client.submit(fn, *args, pure=False, key=f"labs-{fn.__name__}-{key}-{self.tag}"): key
+        self.futures = {self.client.submit(_on_cluster, self.stop_event, fn, *args, pure=False,
+                                           key=f"labs-{fn.__name__}-{key}-{self.tag}"): key
                         for key, args in tasks.items()}
         for future in as_completed(self.futures):
             yield self.futures[future], future
 
+    def lost(self, error: Exception) -> bool:
+        """Whether `error`, from a run's future, means the scheduler is gone (rather than a worker)."""
+        from concurrent.futures import CancelledError
+        return isinstance(error, CancelledError) and (self.client.status != "running"
+                                                      or "scheduler-connection-lost" in str(error))
+
+    def stop(self, wait: float = 30.0) -> tuple:
+        """Tell the runs in flight to stop (each worker ends its run's kernel; the run's folder is left whole, its
+        status "stopped"), drop the runs not begun, and wait for them up to `wait` seconds. Returns the runs that
+        stopped and those that did not within the wait (cancelled, they may still write to their folders)."""
+        from distributed import Event, wait as wait_for
+        pending = [f for f in self.futures if not f.done()]
+        if not pending:
+            return [], []
+        Event(self.stop_event, client=self.client).set()
+        print(f"labs: stopping the sweep's runs on the Dask workers (waiting up to {wait:g} s) ...", file=sys.stderr,
+              flush=True)
+        try:
+            wait_for(pending, timeout=wait)
+        except Exception:   # the wait ran out (or the scheduler went): what finished is known below
+            pass
+        stopped = [self.futures[f] for f in pending if f.status == "finished" and (f.result() or {}).get("status")
+                   == "stopped"]
+        left = [self.futures[f] for f in pending if not f.done()]
+        if left:
+            self.client.cancel([f for f in pending if not f.done()])
+        return stopped, left
+
     def close(self, stop: bool = False):
-        """Let the cluster go; with `stop`, cancel the runs not finished (those running finish on their workers)."""
-        if stop and self.futures:
+        """Let the cluster go; with `stop`, cancel the runs not finished. A client whose scheduler is gone closes
+        quietly: labs says what happened, in one line, not Dask's reconnection tracebacks."""
+        if self.client.status != "running":
+            for name in ("distributed", "distributed.client", "distributed.utils", "asyncio", "tornado"):
+                logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+        elif stop and self.futures:
             self.client.cancel(list(self.futures))
-        self.client.close()
+        self.client.close(timeout=5)
+
+
+def _sees_markers(markers: dict, tag: str) -> dict:
+    """On a worker: whether each marker file labs wrote is there for it, as labs wrote it."""
+    found = {}
+    for what, path in markers.items():
+        try:
+            found[what] = Path(path).read_text() == tag
+        except OSError:
+            found[what] = False
+    return found
+
+
+def _on_cluster(stop: str, fn, assignment: str, params: dict, folder: str, setting: str):
+    """A run on a Dask worker that honours labs' stop, as a local run honours SIGINT: once labs sets the Event
+    `stop`, a run not begun does nothing (None), and one in progress has its kernel ended: the run's folder is left
+    whole (its partial report) and its results.json says "stopped", so the same command makes it again."""
+    from distributed import Event, get_client
+    event = Event(stop, client=get_client())
+    if event.is_set():
+        return None
+    finished, told = threading.Event(), []
+
+    def watch():
+        while not finished.wait(0.25):
+            try:
+                if event.is_set():
+                    told.append(True)
+                    runner.end_kernels(Path(folder))   # again each time: a kernel may still be starting
+            except Exception:   # the scheduler is gone: the run goes on, and says so when it ends
+                return
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        results = fn(assignment, params, folder, setting)
+    finally:
+        finished.set()
+    if told:
+        results = {**results, "status": "stopped", "error": "stopped: labs sweep was stopped while this run trained; "
+                                                            "the same command makes it again"}
+        results_file.write(Path(folder) / "results.json", results)
+    return results
 
 
 def run(sweeps: list, workers: int = 1, scheduler: str | None = None, force: bool = False,
@@ -355,7 +462,6 @@ def run(sweeps: list, workers: int = 1, scheduler: str | None = None, force: boo
 def _run(sweeps: list, workers: int, scheduler: str | None, force: bool, wait: float) -> list:
     tasks = {}
     for plan, out in sweeps:
-        results_file.write_atomic(out / "sweep.yaml", yaml.safe_dump(plan.source, sort_keys=False))
         todo = [n for n in plan.runs if force or not is_done(out / n, plan.runs[n])]
         if len(todo) < len(plan.runs):
             print(f"{plan.name}: {len(plan.runs) - len(todo)} of {len(plan.runs)} runs already done: skipped "
@@ -363,24 +469,97 @@ def _run(sweeps: list, workers: int, scheduler: str | None, force: bool, wait: f
         tasks.update({f"{plan.name}/{n}": (plan.assignment, plan.runs[n], str(out / n), plan.settings[n])
                       for n in todo})
     several = len(sweeps) > 1
-    workers = _DaskWorkers(scheduler, wait) if scheduler else _LocalWorkers(workers)
+    if scheduler:
+        workers = _DaskWorkers(scheduler, wait)
+        try:
+            workers.check_folders({**{str(out): "output folder" for _, out in sweeps}, **_data_folders(tasks)})
+        except BaseException:
+            workers.close()
+            raise
+    else:
+        workers = _LocalWorkers(workers)
+    for plan, out in sweeps:
+        results_file.write_atomic(out / "sweep.yaml", yaml.safe_dump(plan.source, sort_keys=False))
+    started, reported = time.time(), set()
     try:
         bar = Bar(len(tasks), "runs", unit="run")
         for key, future in workers.map(run_one, tasks):
             try:
                 results = future.result()
-            except Exception as e:   # the worker died
-                results = _lost(tasks[key], e)
+            except Exception as e:
+                if workers.lost(e):
+                    raise SchedulerLost from None
+                results = _lost(tasks[key], e)   # the worker died (Dask makes a lost run again elsewhere first)
+            if results is None:   # a run told to stop before it began
+                continue
             bar.update(1)
+            reported.add(key)
             bar.write(f"{key if several else key.split('/', 1)[1]}: {results_file.describe(results)}")
         bar.close()
-        print(f"rendering {len(sweeps)} summar{'ies' if several else 'y'}", flush=True)
-        renders = {plan.name: (out, True, plan.reference, plan.name, plan.notes) for plan, out in sweeps}
-        outcomes = {name: future.result() for name, future in workers.map(summary.write, renders)}
+    except SchedulerLost:
+        bar.close()
+        message = _after_the_scheduler(tasks, reported, started, scheduler, several)
+        workers.close()
+        _summaries(sweeps)
+        raise LabsError(message) from None
     except KeyboardInterrupt:
+        if scheduler:
+            try:
+                stopped, left = workers.stop()
+                if stopped or left:
+                    print(f"labs: stopped {len(stopped)} run{'s' if len(stopped) != 1 else ''} in flight "
+                          f"({', '.join(k.split('/', 1)[1] for k in stopped) or 'none'}): their folders say "
+                          f"\"stopped\"" + (f"; {len(left)} did not stop within the wait and may still write to "
+                                             f"their folders ({', '.join(left)})" if left else ""), file=sys.stderr)
+            except KeyboardInterrupt:   # a second Ctrl-C: no more waiting
+                pass
         workers.close(stop=True)
-        for plan, out in sweeps:   # quick: the csv and markdown tables of what finished
-            summary.write(out, render=False, reference=plan.reference, name=plan.name, notes=plan.notes)
+        _summaries(sweeps, render=False)   # quick: the csv and markdown tables of what finished
         raise
     workers.close()
-    return [outcomes[plan.name] for plan, _ in sweeps]
+    print(f"rendering {len(sweeps)} summar{'ies' if several else 'y'}", flush=True)
+    return _summaries(sweeps)
+
+
+def _summaries(sweeps: list, render: bool = True) -> list:
+    """Each sweep's summaries, written here by labs from what its run folders hold (never sent to a cluster)."""
+    return [summary.write(out, render=render, reference=plan.reference, name=plan.name, notes=plan.notes)
+            for plan, out in sweeps]
+
+
+def _data_folders(tasks: dict) -> dict:
+    """The data folders the runs read that labs can see here (a run given one by data_dir, on real data): the
+    workers must see them too. A folder that holds no dataset here is left out (its runs download their own)."""
+    from labutils.data import DATASETS
+    from labutils.vocab import DATASET_OF
+    found = {}
+    for assignment, params, _, _ in tasks.values():
+        name = params.get("dataset") or DATASET_OF.get(assignment)
+        if params.get("synthetic") or not params.get("data_dir") or name not in DATASETS:
+            continue
+        folder = Path(params["data_dir"]).expanduser() / DATASETS[name].folder
+        if DATASETS[name].present(folder):
+            found[str(folder)] = "data folder"
+    return found
+
+
+def _after_the_scheduler(tasks: dict, reported: set, started: float, address: str, several: bool) -> str:
+    """The scheduler was lost: each run not yet reported, as its folder says (finished wherever it ran, maybe still
+    running on a worker, or not begun); the one line that says what happened and what to do."""
+    counts = {"finished": 0, "running": 0, "not begun": 0}
+    for key, (_, _, folder, _) in tasks.items():
+        folder, name = Path(folder), key if several else key.split("/", 1)[1]
+        record = results_file.read(folder, warn=False)
+        if record is not None and (folder / "results.json").stat().st_mtime >= started:
+            counts["finished"] += 1
+            if key not in reported:
+                print(f"{name}: {results_file.describe(record)}", flush=True)
+        elif (folder / runner.LOCK).exists():
+            counts["running"] += 1
+            print(f"{name}: was running on a worker when the scheduler was lost", flush=True)
+        else:
+            counts["not begun"] += 1
+            print(f"{name}: not begun", flush=True)
+    return (f"the Dask scheduler at {address} was lost {time.time() - started:.0f} s into the sweep; "
+            f"{plural(counts['finished'], 'run')} finished, {counts['running']} may still be running on the workers, "
+            f"{counts['not begun']} did not begin; run the same command again to finish it.")
