@@ -209,21 +209,6 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_a_sweep_runs_on_a_dask_cluster(tmp_path):
-    from distributed import LocalCluster
-    path = write(tmp_path, {"assignment": "mnist_mlp", "name": "dask", "params": SMALL, "grid": {"seed": [1, 2]}})
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      scheduler_port=_free_port(), dashboard_address=None) as cluster:
-        proc = labs("sweep", path, "--smoke", "--scheduler", cluster.scheduler_address, "--output", tmp_path / "out")
-        ran_on = {w["id"] for w in cluster.scheduler_info["workers"].values()}
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "on the Dask cluster at tcp://127.0.0.1" in proc.stdout and "2 runs: 2 ok" in proc.stdout
-    for seed in (1, 2):
-        results = json.loads((tmp_path / "out" / f"seed-{seed}" / "results.json").read_text())
-        assert results["status"] == "ok" and results["params"]["seed"] == seed
-    assert len(ran_on) == 2
-
-
 def test_an_unreachable_scheduler_is_one_clear_error(tmp_path):
     path = write(tmp_path, {"assignment": "mnist_mlp", "runs": [{"name": "a"}]})
     proc = labs("sweep", path, "--smoke", "--scheduler", f"tcp://127.0.0.1:{_free_port()}", "--output", tmp_path / "o")
