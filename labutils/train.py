@@ -71,9 +71,10 @@ def native_bf16(device_type: str, capability: tuple = (0, 0), flags: frozenset =
 def precision_for(device: torch.device, precision: str = "auto") -> str:
     """"bf16", "fp16" or "fp32": `precision` itself, or for "auto" bf16 where it is faster, decided from the hardware
     and the measurements, never timed (so the same seed gives the same numbers on the same machine): CPUs that
-    compute bf16 natively, and CUDA GPUs that do (Ampere on) when the steps run as CUDA graphs; in eager steps bf16
-    was slower than fp32 for every model of the course on an H200 (benchmarks/results/speed-cuda.md). fp16 (with a
-    gradient scaler) is for GPUs without bf16, such as Colab's T4; `auto` does not pick it, unmeasured there."""
+    compute bf16 natively, and CUDA GPUs that do (Ampere on) when the steps run as CUDA graphs. On an H200, bf16
+    was slower than fp32 in eager steps for every model of the course, and faster or level in captured ones
+    (README, Speed; benchmarks/results/gpu.md). fp16 (with a gradient scaler) is for GPUs without bf16, such as
+    Colab's T4; `auto` does not pick it, unmeasured there."""
     check_choice("precision", precision, PRECISIONS)
     if precision != "auto":
         if precision != "fp32" and device.type == "mps":
