@@ -50,10 +50,11 @@ class Bar:
             sys.stderr.flush()
             self.drawn = True
         else:
-            from IPython.display import display
+            from IPython.display import DisplayHandle
             bundle = {"text/plain": text}
-            if self.handle is None:
-                self.handle = display(bundle, raw=True, display_id=True)
+            if self.handle is None:   # the handle first: a stop that lands while the bar is sent can still close it
+                self.handle = DisplayHandle()
+                self.handle.display(bundle, raw=True)
             else:
                 self.handle.update(bundle, raw=True)
         self.shown = time.perf_counter()

@@ -25,6 +25,9 @@ class Handle:
     """Stands in for IPython's display handle: keeps what was shown."""
     shown = []
 
+    def display(self, bundle, raw=True):
+        self.shown.append(bundle["text/plain"])
+
     def update(self, bundle, raw=True):
         self.shown.append(bundle["text/plain"])
 
@@ -33,11 +36,7 @@ class Handle:
 def notebook(monkeypatch):
     import IPython.display
     Handle.shown = []
-
-    def display(bundle, raw=True, display_id=False):
-        Handle.shown.append(bundle["text/plain"])
-        return Handle()
-    monkeypatch.setattr(IPython.display, "display", display)
+    monkeypatch.setattr(IPython.display, "DisplayHandle", Handle)
     monkeypatch.setattr(progress, "mode", lambda: "notebook")
     return Handle.shown
 
