@@ -39,7 +39,7 @@ LABS = {
         "activation batch_norm": ("sorted({type(m).__name__ for m in model.modules()} - {'Sequential', 'Flatten'})",
                                   ["BatchNorm1d", "Dropout", "Linear", "Tanh"]),
         "dropout": ("[m.p for m in model.modules() if isinstance(m, nn.Dropout)]", [0.3] * 3),
-        "init init_std": ("round(float(build()[1].weight.std()), 3)", 0.05),
+        "init init_std": ("round(float(new_network()[1].weight.std()), 3)", 0.05),
         " ".join(RECIPE): (recorded("mlp", RECIPE), {
             "optimizer": "rmsprop", "lr": 0.002, "momentum": 0.5, "weight_decay": 0.001, "schedule": "step",
             "warmup": 0.1, "lr_decay": 0.5, "lr_step": 7, "loss": "multi_margin", "label_smoothing": 0.0, "epochs": 2,
@@ -124,7 +124,7 @@ LABS = {
                     [["member 1", "member 2", "member 3", "ensemble"], True, True]),
         "pool dropout": ("sorted({type(m).__name__ + str(getattr(m, 'p', '')) for m in networks['member 1'][0]})",
                          ["Conv2d", "Dropout0.2", "Flatten", "LeakyReLU", "Linear", "MaxPool2d", "ReLU"]),
-        "init init_std": ("round(float(build()[10].weight.std()), 3)", 0.04),
+        "init init_std": ("round(float(new_network()[10].weight.std()), 3)", 0.04),
         "shift": ("results['models']['member 1']['recipe']['augment']", "random shifts of up to 2 pixels"),
         "optimizer weight_decay stages update_every eval_every loss label_smoothing": (
             recorded("member 2", ["optimizer", "weight_decay", "stages", "update_every", "eval_every", "loss",

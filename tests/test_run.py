@@ -57,7 +57,7 @@ def test_report_html_reads_as_a_document_without_the_plumbing_code(smoke):
     _, folder, results = smoke
     html = (folder / "report.html").read_text()
     text = unescape(re.sub(r"<[^>]+>", "", html))                         # what a reader sees: code unhighlighted
-    assert "return init_weights(mlp(" in text and "model = build()" in text and "train.fit(model, mnist, recipe" in text   # the lesson
+    assert "return init_weights(mlp(" in text and "model = new_network()" in text and "train.fit(model, mnist, recipe" in text   # the lesson
     assert "def train_epoch(model, split, optimizer, batch_size):" in text and "model.train()" in text
     assert "recipe = train.Recipe(optimizer=optimizer, lr=lr" in text
     for plumbing in ("%pip install", "report.start(", "report.show_", "analysis.write(", "run.finish()"):
