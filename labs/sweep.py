@@ -328,7 +328,7 @@ class _DaskWorkers:
             self.client.close()
             raise LabsError(f"The Dask scheduler at {address} has no workers (waited {wait:g} s); start one with "
                             f"`dask worker {address} --nthreads 1`, then run the sweep again.") from None
-        self.address, self.tag, self.futures = address, uuid.uuid4().hex[:8], {}
+        self.tag, self.futures = uuid.uuid4().hex[:8], {}
         self.stop_event = f"labs-stop-{self.tag}"
 
     def check_folders(self, folders: dict) -> None:
@@ -385,10 +385,10 @@ class _DaskWorkers:
             pass
         stopped = [self.futures[f] for f in pending if f.status == "finished" and (f.result() or {}).get("status")
                    == "stopped"]
-        left = [self.futures[f] for f in pending if not f.done()]
-        if left:
-            self.client.cancel([f for f in pending if not f.done()])
-        return stopped, left
+        running = [f for f in pending if not f.done()]
+        if running:
+            self.client.cancel(running)
+        return stopped, [self.futures[f] for f in running]
 
     def close(self, stop: bool = False):
         """Let the cluster go; with `stop`, cancel the runs not finished. A client whose scheduler is gone closes

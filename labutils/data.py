@@ -271,8 +271,7 @@ def _missing(spec: Dataset, root: Path, what: str) -> str:
 def synthetic_images(n: int, shape: tuple, n_classes: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Learnable uint8 images: a fixed smooth pattern per class, randomly shifted (by up to a fifth of the image),
     dimmed and noised: learnable far above chance, yet not to 100 % by every model in a smoke run's few hundred
-    images and two epochs, and harder for a fully connected net than for a conv net, so the labs' comparisons
-    mean something offline.
+    images and two epochs, so the labs' comparisons mean something offline.
 
     The patterns are mirror-symmetric, so a horizontal flip (an augmentation) keeps an image in its class.
     """

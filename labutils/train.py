@@ -234,7 +234,7 @@ class Recipe:
             check_choice(what, value, choices)
         if self.stages:
             check_stages(self.stages)
-            if self.penalty is None and any(stage["l2"] != 0 for stage in self.stages):
+            if self.penalty is None and self.has_l2:
                 raise LabsError("The stages give an L2 coefficient (l2) but the recipe has no penalty for it to "
                                 "multiply; pass the notebook's own, e.g. train.Recipe(..., penalty=l2_penalty).")
 
@@ -247,6 +247,11 @@ class Recipe:
         epochs = {"iterations": total, "lr": self.lr, "batch_size": self.batch_size, "l2": 0.0}
         return Schedule((epochs,), every, staged=False, curve=self.schedule, decay=self.lr_decay, step=self.lr_step,
                         warmup=round(self.warmup * total))
+
+    @property
+    def has_l2(self) -> bool:
+        """Whether a stage gives an L2 coefficient other than 0 (a number, or a [start, end] pair)."""
+        return any(stage["l2"] != 0 for stage in self.stages or ())
 
     def record(self) -> dict:
         """What results.json keeps of the recipe that trained: every field, as plain values (the augmentation in
@@ -297,7 +302,6 @@ class Steps:
         self.model, self.optimizer, self.recipe, self.precision, self.split = model, optimizer, recipe, precision, split
         self.criterion = recipe.criterion()
         self.penalty = recipe.penalty
-        self.with_l2 = any(stage["l2"] != 0 for stage in recipe.stages or ())   # a number, or a [start, end] pair
         self.scaler = torch.amp.GradScaler(split.x.device.type) if precision == "fp16" else None
         self.loss_sum = torch.zeros((), device=split.x.device)
         self.correct = torch.zeros((), device=split.x.device, dtype=torch.long)
@@ -336,7 +340,7 @@ class CapturedSteps(Steps):
         device = self.split.x.device
         self.name, self.graphs, self.failed, self.side = name, {}, "", torch.cuda.Stream(device)
         self.lr = torch.zeros((), device=device)
-        self.l2 = torch.zeros((), device=device) if self.with_l2 else 0.0
+        self.l2 = torch.zeros((), device=device) if self.recipe.has_l2 else 0.0
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
             if "capturable" in group:
@@ -348,7 +352,7 @@ class CapturedSteps(Steps):
 
     def __call__(self, idx: torch.Tensor, lr: float, l2: float) -> None:
         self.lr.fill_(lr)
-        if self.with_l2:
+        if self.recipe.has_l2:
             self.l2.fill_(l2)
         if self.failed:
             return self.body(idx, self.l2)

@@ -107,8 +107,8 @@ def test_the_schedule_reaches_a_captured_step_as_a_device_tensor(cuda_stand_ins,
                           penalty=lessons.l2_penalty)
     steps = train.CapturedSteps(model, optimizer, recipe, "fp32", tiny_mnist.train, name="net")
     FakeGraph.steps = steps
-    assert all(group["lr"] is steps.lr for group in optimizer.param_groups) and steps.with_l2
+    assert all(group["lr"] is steps.lr for group in optimizer.param_groups) and steps.recipe.has_l2
     steps(torch.arange(8), 0.03, 42.0)
     assert steps.lr.item() == pytest.approx(0.03) and steps.l2.item() == 42.0
     plain = train.CapturedSteps(model, optimizer, train.Recipe(optimizer="sgd"), "fp32", tiny_mnist.train)
-    assert plain.l2 == 0.0 and not plain.with_l2   # an epoch recipe: no penalty term in the graph
+    assert plain.l2 == 0.0 and not plain.recipe.has_l2   # an epoch recipe: no penalty term in the graph
