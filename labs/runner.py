@@ -193,7 +193,14 @@ def execute(source: Path, target: Path, parameters: dict, stream: bool = False) 
             partial.unlink(missing_ok=True)
         shutil.rmtree(target.parent / KERNEL_FILES, ignore_errors=True)   # the kernel has ended
     if target.exists():
-        export_html(target)   # an OSError (a full disk) goes up: the run is not ok
+        try:
+            export_html(target)
+        except Exception as e:   # a full disk goes up (the run is not ok); nbconvert's own faults cost only the HTML
+            if isinstance(e, OSError) and e.errno in DISK_FULL:
+                raise
+            print(f"labs: warning: {target.with_suffix('.html').name} is missing: nbconvert could not render the report "
+                  f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}); {target.name} holds all of it.",
+                  file=sys.stderr, flush=True)
     return error
 
 

@@ -1,11 +1,12 @@
 """The library the course notebooks import: data, models, training, reports and analysis (see README, "Layout").
 
-In Jupyter and Colab, a LabsError shows as its one sentence, not as a traceback: the cell still fails, so Run All
-and papermill stop there.
+In Jupyter and Colab, a LabsError shows as its one sentence, not as a traceback, and so does a stop; the cell still
+fails, so Run All and papermill stop there. Other errors show without labutils' and torch's own frames.
 """
 
 import os
 import sys
+import types
 
 __version__ = "0.2.0"   # the one place the version is written: pyproject.toml reads it, and so do the Colab cells
 
@@ -26,9 +27,30 @@ def in_notebook() -> bool:
     return not os.environ.get("LABS_BATCH") and _kernel() is not None
 
 
-def _one_sentence(shell, etype, value, tb, tb_offset=None):
-    shell._showtraceback(etype, value, [str(value)])   # the cell's error output: the sentence alone
+def _shown(shell, etype, value, tb, tb_offset=None):
+    """How an error shows in Jupyter: a LabsError as its sentence; a stop (KeyboardInterrupt) as one line; an error
+    raised through labutils or torch with those frames left out, so the student's own code and the notes (the
+    layer at fault: train.explain) are what shows."""
+    if issubclass(etype, (LabsError, KeyboardInterrupt)):
+        return shell._showtraceback(etype, value, [str(value) if issubclass(etype, LabsError) else
+                                                   "Stopped before this cell finished; run it again to do what it does."])
+    frames = []
+    while tb is not None:
+        frames.append(tb)
+        tb = tb.tb_next
+    own = [t for t in frames if not t.tb_frame.f_code.co_filename.startswith(_LIBRARIES)]
+    chain = None
+    for t in reversed(own):
+        chain = types.TracebackType(chain, t.tb_frame, t.tb_lasti, t.tb_lineno)
+    shell._showtraceback(etype, value, shell.InteractiveTB.structured_traceback(etype, value, chain, tb_offset=tb_offset))
+
+
+def _libraries() -> tuple:
+    import importlib.util
+    torch = importlib.util.find_spec("torch")
+    return (os.path.dirname(__file__),) + ((os.path.dirname(torch.origin),) if torch and torch.origin else ())
 
 
 if _kernel() is not None:
-    _kernel().set_custom_exc((LabsError,), _one_sentence)
+    _LIBRARIES = _libraries()
+    _kernel().set_custom_exc((Exception, KeyboardInterrupt), _shown)

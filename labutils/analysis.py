@@ -107,46 +107,62 @@ def ensemble_gain(members: dict, ensemble: float, name: str = "ensemble") -> str
 
 # --- each model's training ----------------------------------------------------------------
 
-def learning_curve(name: str, history: list, n_classes: int = 10) -> str:
-    """What a model's curves say: overfitting, underfitting (still learning at the end), an evaluation that
-    collapsed, or none of these; never two that contradict each other."""
+def learning_curve(name: str, history: list, n_classes: int = 10, val_images: int = 0,
+                   batch_statistics: float | None = None) -> str:
+    """What a model's curves say: overfitting, underfitting (still learning at the end), batch norm's running
+    statistics not yet right, a validation split too small to tell, or none of these; never two that contradict each
+    other. val_images: the validation split's size (0: unknown); a gap within its noise is no verdict.
+    batch_statistics: the validation accuracy with batch norm's batch statistics, where the net has it."""
     rows = [r for r in history if r.get("val_loss") is not None]
     if len(rows) < 2:
         return f"**{name}**: too few evaluations to read a curve from."
     last, lowest = rows[-1], min(rows, key=lambda r: r["val_loss"])
     gap = last["train_accuracy"] - last["val_accuracy"]
+    margin = noise(last["val_accuracy"], val_images) if val_images else 0.0
     overfit = True
-    if last["val_accuracy"] <= 1.5 / n_classes < 3 / n_classes <= last["train_accuracy"]:
-        return (f"**{name}**: training accuracy ends at {pct(last['train_accuracy'])} while validation accuracy is "
-                f"at chance ({pct(last['val_accuracy'])}): an evaluation that collapsed (batch "
-                f"norm's running statistics, from too few steps); a longer run would tell how well it learned.")
-    if lowest is not last and last["val_loss"] > 1.1 * lowest["val_loss"]:
+    if batch_statistics is not None and batch_statistics - last["val_accuracy"] > max(0.1, margin):
+        return (f"**{name}**: validation accuracy ends at {pct(last['val_accuracy'])} in evaluation mode but "
+                f"{pct(batch_statistics)} on the same images with batch statistics: batch norm's running statistics, "
+                f"from too few steps, do not yet describe the images, so the curves cannot yet tell over- from "
+                f"underfitting; a longer run would.")
+    if lowest is not last and last["val_loss"] > 1.1 * lowest["val_loss"] and margin <= 0.02:
         text = (f"validation loss was lowest at {_when(lowest)} ({lowest['val_loss']:.4f}) and ended at "
                 f"{last['val_loss']:.4f}: it overfits in the later part of training")
-    elif gap > 0.02:
+    elif gap > max(0.02, margin):
         text = (f"training accuracy ends {100 * gap:.1f} points above validation accuracy ({pct(last['train_accuracy'])} "
                 f"against {pct(last['val_accuracy'])}): it fits its training images better than new ones, "
                 + ("a mild overfit, while the validation loss stayed near its lowest" if gap <= 0.1 else "it overfits"))
-    elif gap < -0.005:
+    elif gap < -max(0.005, margin):
         overfit = False
         text = (f"training accuracy ({pct(last['train_accuracy'])}, measured while training, with dropout or "
                 f"augmentation on) ends below validation accuracy ({pct(last['val_accuracy'])}): the "
                 f"regularization is at work and there is no sign of overfitting")
+    elif margin > 0.02:
+        return (f"**{name}**: training and validation accuracy end at {pct(last['train_accuracy'])} and "
+                f"{pct(last['val_accuracy'])}, a gap within the noise of {plural(val_images, 'validation image')} "
+                f"(±{100 * margin:.1f} points): the validation split is too small to judge over- or underfitting.")
     else:
         overfit = False
         text = (f"training and validation accuracy end close ({pct(last['train_accuracy'])} and "
                 f"{pct(last['val_accuracy'])}): no sign of overfitting")
     best = max(rows, key=lambda r: r["val_accuracy"])
     recent = last["val_accuracy"] - rows[-3 if len(rows) >= 3 else 0]["val_accuracy"]
-    if best is last and recent > 0.003:
+    if best is last and recent > max(0.003, margin):
         text += (f"; validation accuracy was still rising at the end ({100 * recent:+.2f} points over the last "
                  f"evaluations)" + ("" if overfit else ": it underfits, and longer training would likely help"))
-    elif best is not last and best["val_accuracy"] - last["val_accuracy"] > 0.003:
+    elif best is not last and best["val_accuracy"] - last["val_accuracy"] > max(0.003, margin):
         text += (f"; validation accuracy peaked at {_when(best)} ({pct(best['val_accuracy'])}), "
                  f"{100 * (best['val_accuracy'] - last['val_accuracy']):.2f} points above where it ended")
     else:
         text += "; validation accuracy had levelled off by the end"
     return f"**{name}**: {text}."
+
+
+def noise(accuracy: float, n: int) -> float:
+    """Twice the binomial standard error of an accuracy measured on n images (with a prior of one right and one
+    wrong, so a perfect score on a few images is not certain): a difference below it may be chance."""
+    p = (accuracy * n + 1) / (n + 2)
+    return 2 * math.sqrt(p * (1 - p) / max(n, 1))
 
 
 def divergence(fits: dict) -> str:
@@ -300,7 +316,7 @@ def sentences(run, classes) -> list:
     models, params, paper = run.models, run.params, reported(run.assignment)
     accuracies = {n: m["test_accuracy"] for n, m in models.items()}
     diverged = [n for n in models if n in run.fits and run.fits[n].status != "ok"]
-    lines = [grading(run.fits["mlp"], run.layers["mlp"], params, accuracies["mlp"], paper["goal"])] \
+    lines = [grading(run.fits["mlp"], run.layers["mlp"], run.trained_with["mlp"], accuracies["mlp"], paper["goal"])] \
         if "goal" in paper and "mlp" in models else []
     lines.append(ranking(accuracies, diverged))
     best = run.best()
@@ -314,7 +330,8 @@ def sentences(run, classes) -> list:
     if single:
         lines.append("Without test-time augmentation (one view per image) the test accuracy is "
                      + ", ".join(f"{n} {pct(a)}" for n, a in single.items()) + ".")
-    lines += [learning_curve(n, m["history"]) for n, m in models.items() if n not in run.ensembles]
+    lines += [learning_curve(n, m["history"], len(classes), m.get("val_images", 0), m.get("val_accuracy_batch_statistics"))
+              for n, m in models.items() if n not in run.ensembles]
     focus = next(iter(run.ensembles), None) or best or next(iter(models))
     lines.append(confusions(models[focus]["confusion_matrix"], classes, name=focus))
     if paper.get("published"):

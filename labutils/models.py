@@ -36,11 +36,17 @@ def summary(model: nn.Module, input_shape: tuple) -> dict:
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        model(torch.zeros(1, *input_shape, device=device))
-    model.train(was_training)
-    for h in hooks:
-        h.remove()
+    x = torch.zeros(1, *input_shape, device=device)
+    try:
+        with torch.no_grad():
+            model(x)
+    except Exception as e:
+        explain(e, model, x)
+        raise
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
     return {"layers": rows, "parameters": count_parameters(model), "macs": sum(r[4] for r in rows)}
 
 
@@ -52,3 +58,34 @@ def describe(model: nn.Module, input_shape: tuple) -> str:
         lines.append(f"{name:<7}{kind:<19}{'x'.join(map(str, shape)):<14}{params:>12,}{mac:>14,}")
     lines.append(f"{'total':<40}{s['parameters']:>12,}{s['macs']:>14,}")
     return "\n".join(lines)
+
+
+def explain(error: BaseException, model: nn.Module, x: torch.Tensor, name: str = "", n_classes: int = 0) -> None:
+    """Add a note to `error`, raised while `model` (the lab's `name`) ran on inputs like `x`, naming where it lies:
+    the layer that raised it, its input and the layer before it; or, when a forward pass of `x` runs, its outputs
+    against the `n_classes` classes of the data."""
+    entered, outputs = [], {}
+    leaves = [(k, n, m) for k, (n, m) in enumerate((n, m) for n, m in model.named_modules()
+                                                    if next(m.children(), None) is None)]
+    hooks = [m.register_forward_pre_hook(lambda m, args, k=k: entered.append((k, args))) for k, _, m in leaves] + \
+            [m.register_forward_hook(lambda m, args, out, k=k: outputs.__setitem__(k, out)) for k, _, m in leaves]
+    who = f"{name}: " if name else ""
+    try:
+        with torch.no_grad():
+            out = model(x)
+        note = (f"{name or 'The model'} gives {out.shape[-1]} outputs per image, but the data has {n_classes} classes: "
+                f"its last layer must give {n_classes}." if n_classes and out.dim() == 2 and out.shape[-1] != n_classes
+                else f"{who}a forward pass runs, so the error lies in the loss, the backward pass or the update.")
+    except Exception:
+        k, args = entered[-1] if entered else (None, (x,))
+        given = " and ".join("x".join(map(str, a.shape)) for a in args if isinstance(a, torch.Tensor))
+        if k is None:
+            note = f"{who}the error is in the model's own forward, given {given}."
+        else:
+            before = f" by layer {leaves[k - 1][1]} ({type(leaves[k - 1][2]).__name__})" if k - 1 in outputs else ""
+            note = f"{who}the error is in layer {leaves[k][1]}, {leaves[k][2]!r}, which was given {given}{before}."
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if hasattr(error, "add_note") and note not in getattr(error, "__notes__", ()):
+        error.add_note(note)

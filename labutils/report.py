@@ -2,7 +2,9 @@
 figures (curves, confusion matrix, samples, misclassified images, per-class accuracy), and one-call views of
 them for the notebooks (show_*)."""
 
+import copy
 import functools
+import inspect
 import io
 import time
 from pathlib import Path
@@ -25,16 +27,18 @@ from .vocab import label, md
 def start(assignment: str, namespace: dict, gpu_advice: str = "") -> "Run":
     """A notebook's first step: check its parameters (the globals the parameters cell set) by the rules `labs`
     uses, refusing a bad one in one line before anything runs; pick the device (train.pick_device) and the precision
-    (train.precision_for), the one place each is decided (run.device, run.precision); show them.
+    (train.precision_for), the one place each is decided (run.device, run.precision); show them. A run lasts from
+    here to run.finish(): what trained before is not its own (train.ATTEMPTS starts afresh).
 
     output_dir, where `labs` writes the run, is kept apart: it is not a parameter of the experiment.
     gpu_advice: for a notebook meant for a GPU, what to lower when it runs on a CPU on real data.
     """
     params = check_notebook(assignment, namespace)
-    train.STOPPED.clear()
+    train.ATTEMPTS.clear()
+    train.RUN += 1
     output_dir = params.pop("output_dir", "")
     device = pick_device(params.get("device", "auto"), "" if params.get("synthetic") else gpu_advice)
-    run = Run(assignment, params, device, output_dir, precision_for(device, params.get("precision", "auto")))
+    run = Run(assignment, params, device, output_dir, precision_for(device, params.get("precision", "auto")), namespace)
     shown = dict(params)
     if "precision" in shown:
         shown["precision"] = f"{params['precision']} ({run.precision} here)"
@@ -42,24 +46,63 @@ def start(assignment: str, namespace: dict, gpu_advice: str = "") -> "Run":
     return run
 
 
-class Run:
-    """One notebook run: each model's results (and, in memory, its fit, test evaluation and layers), the figures,
-    then results.json. With an empty output_dir nothing is written: the notebook only shows its results."""
+def named_models(assignment: str, params: dict) -> list:
+    """The models a run's parameters ask for: what a finished run records."""
+    if assignment == "mnist_mlp":
+        return ["mlp"]
+    if assignment == "mnist_cnn_ensemble":
+        return [f"member {k + 1}" for k in range(params["members"])] + ["ensemble"]
+    return list(params["models"]) + (["ensemble"] if params.get("ensemble") else [])
 
-    def __init__(self, assignment: str, params: dict, device, output_dir: str = "", precision: str = "fp32"):
-        self.assignment, self.params, self.device = assignment, params, torch.device(device)
+
+class Run:
+    """One notebook run, from the start cell to the finish: each model's results (and, in memory, its fit, test
+    evaluation and layers) with the parameters that stood when it was recorded, the figures, then results.json.
+    With an empty output_dir nothing is written: the notebook only shows its results."""
+
+    def __init__(self, assignment: str, params: dict, device, output_dir: str = "", precision: str = "fp32",
+                 namespace: dict | None = None):
+        self.assignment, self.started_with, self.device = assignment, params, torch.device(device)
         self.precision = precision   # what the forward passes run in: fp32, bf16 or fp16
         self.output_dir = Path(output_dir) if output_dir else None
-        self.started = time.perf_counter()
-        self.models, self.fits, self.evaluations, self.layers, self.ensembles = {}, {}, {}, {}, {}
+        self.namespace = {} if namespace is None else namespace   # the notebook's globals, read at each record
+        self.started, self.previous, self.claimed = time.perf_counter(), None, False
+        self.recorded, self.fits, self.evaluations, self.layers, self.ensembles = {}, {}, {}, {}, {}
+        self.trained_with = {}   # model name -> the parameters when it was recorded
+
+    @property
+    def models(self) -> dict:
+        """The models recorded, less those whose training was tried again since and did not finish."""
+        return {n: m for n, m in self.recorded.items() if not isinstance(train.ATTEMPTS.get(n), str)}
+
+    @property
+    def params(self) -> dict:
+        """The parameters that trained: as they stood when the last model was recorded (at the start, before)."""
+        return list(self.trained_with.values())[-1] if self.trained_with else self.started_with
+
+    def _own(self, name: str, fits) -> bool:
+        """Whether every one of `fits` trained since the start cell; if not, one line says why `name` is not recorded."""
+        if all(f.run in (None, train.RUN) for f in fits):
+            return True
+        print(f"{name} is not recorded: it was trained before the start cell last ran, so it is not this run's; run "
+              f"its training cell again.")
+        return False
+
+    def _record(self, name: str, entry: dict) -> None:
+        self.recorded[name] = entry
+        self.trained_with[name] = {n: copy.deepcopy(self.namespace.get(n, v)) for n, v in self.started_with.items()}
 
     def add(self, name: str, model, fit, test) -> None:
         """Record a trained model: parameters, work per image, test evaluation, training history and speed."""
+        if not self._own(name, [fit]):
+            return
         shape = summary(model, test.input_shape)
         self.fits[name], self.evaluations[name], self.layers[name] = fit, test, shape["layers"]
-        self.models[name] = self._entry(shape["parameters"], test, fit.train_samples_per_second, fit.history)
-        self.models[name].update(macs_per_image=shape["macs"], train_seconds=fit.train_seconds,
-                                 recipe=fit.recipe.record() if fit.recipe else None, network=repr(model))
+        self._record(name, self._entry(shape["parameters"], test, fit.train_samples_per_second, fit.history))
+        self.recorded[name].update(macs_per_image=shape["macs"], train_seconds=fit.train_seconds,
+                                 recipe=fit.recipe.record() if fit.recipe else None, network=repr(model),
+                                 val_images=fit.val_images, val_accuracy_batch_statistics=fit.batch_statistics,
+                                 note=fit.note)
         print(f"{name}: test accuracy {test.accuracy:.2%}, test loss {test.loss:.4f}, "
               f"{fit.train_samples_per_second:,.0f} training images per second")
 
@@ -67,10 +110,12 @@ class Run:
         """Record models whose predictions were averaged; members: {label: (model, fit, test)}. Their parameters
         are summed, their training speed averaged; `history` is the ensemble's own (see train.ensemble_history)."""
         fits = [fit for _, fit, _ in members.values()]
+        if not self._own(name, fits):
+            return
         self.ensembles[name] = {member: t.accuracy for member, (_, _, t) in members.items()}
         self.evaluations[name] = test
-        self.models[name] = self._entry(sum(count_parameters(m) for m, _, _ in members.values()), test,
-                                        sum(f.train_samples_per_second for f in fits) / len(fits), history)
+        self._record(name, self._entry(sum(count_parameters(m) for m, _, _ in members.values()), test,
+                                       sum(f.train_samples_per_second for f in fits) / len(fits), history))
         for member, fit in zip(members, fits):
             if not any(fit is known for known in self.fits.values()):   # a member trained above is there already
                 self.fits[member] = fit
@@ -94,24 +139,49 @@ class Run:
         fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
         plt.close(fig)
         if self.output_dir:
+            self._claim()
             results_file.write_atomic(self.output_dir / f"{name}.png", buffer.getvalue())
         display(Image(buffer.getvalue()))
 
-    def untrained(self) -> str:
-        """A line naming the models whose training was stopped and not run again to the end ('' when none)."""
-        stopped = {name: where for name, where in train.STOPPED.items() if name not in self.models}
-        return ("Not trained: " + "; ".join(f"{name} (stopped in {where})" for name, where in stopped.items()) +
-                ". Run the training cell again to train it." if stopped else "")
+    def _claim(self) -> None:
+        """Before this run's first file: results.json says the run is running (an earlier run's record is kept in
+        memory, and put back by finish if this run trains nothing)."""
+        if not self.claimed:
+            self.claimed, self.previous = True, results_file.read(self.output_dir, warn=False)
+            results_file.write(self.output_dir / "results.json", results_file.build(
+                self.assignment, self.started_with, status="running", env=self._env()))
+
+    def missing(self, expected: bool = True) -> dict:
+        """What did not finish since the start cell: trainings stopped or crashed (a record of that model made
+        before is no longer what the notebook trains) and, with `expected`, the models the parameters ask for that
+        are not recorded: name -> why."""
+        why = {name: attempt for name, attempt in train.ATTEMPTS.items() if isinstance(attempt, str)}
+        for name in named_models(self.assignment, self.params) if expected else ():
+            if name not in self.models:
+                why.setdefault(name, "not trained since the start cell")
+        return why
+
+    def untrained(self, expected: bool = True) -> str:
+        """One line naming what did not finish (missing), or that nothing has been trained yet; '' when neither."""
+        why = self.missing(expected)
+        if why:
+            return "Not trained: " + "; ".join(f"{n} ({reason})" for n, reason in why.items()) + \
+                ". Run the cells that train them."
+        return "" if self.models else "No model has been trained since the start cell: run the training cells first."
 
     def results(self) -> dict:
-        errors = list(dict.fromkeys(f.error for f in self.fits.values() if f.status != "ok"))
-        fits = list(self.fits.values())
-        if self.untrained():
-            return results_file.build(self.assignment, self.params, status="stopped", error=self.untrained(),
-                                      models=self.models, env=self._env(), wall_seconds=time.perf_counter() - self.started)
-        return results_file.build(self.assignment, self.params, status="diverged" if errors else "ok",
-                                  error=" ".join(errors) or None, models=self.models, env=self._env(),
+        why, models = self.missing(), {name: self._with_params(name, m) for name, m in self.models.items()}
+        errors = list(dict.fromkeys(f.error for n, f in self.fits.items() if f.status != "ok" and n in models))
+        status = ("failed" if any(r.startswith(("crashed", "did not")) for r in why.values()) else "stopped" if why
+                  else "diverged" if errors else "ok")
+        return results_file.build(self.assignment, self.params, status=status,
+                                  error=self.untrained() or " ".join(errors) or None, models=models, env=self._env(),
                                   wall_seconds=time.perf_counter() - self.started)
+
+    def _with_params(self, name: str, entry: dict) -> dict:
+        """A model's entry, with the parameters it was recorded with where they differ from the run's."""
+        own = {n: v for n, v in self.trained_with[name].items() if v != self.params.get(n)}
+        return {**entry, "params": own} if own else entry
 
     def _env(self) -> dict:
         fits = list(self.fits.values())
@@ -124,11 +194,24 @@ class Run:
                 else None}
 
     def finish(self) -> dict:
-        """Write results.json (when there is an output dir) and say how the run ended."""
-        results = self.results()
+        """Write results.json (when there is an output dir) and say how the run ended: a record with no model does
+        not replace an earlier one that has models; parameters changed since the start cell are named."""
+        results, lines = self.results(), []
+        changed = {n: (v, self.params[n]) for n, v in self.started_with.items() if self.params[n] != v}
+        if changed:
+            lines.append("The parameters changed after the start cell: " + ", ".join(
+                f"{n} {label(a)} → {label(b)}" for n, (a, b) in changed.items()) + "; the record gives the values "
+                "that trained.")
         if self.output_dir:
-            results_file.write(self.output_dir / "results.json", results)
-        print(("" if results["status"] == "ok" else "WARNING: ") + results_file.describe(results))
+            self._claim()
+            keep = not results["models"] and (self.previous or {}).get("models")
+            results_file.write(self.output_dir / "results.json", self.previous if keep else results)
+            if keep:
+                lines.append(f"No model was trained since the start cell, so results.json keeps the earlier run's "
+                             f"record ({self.previous['status']}, finished {self.previous.get('finished')}).")
+        lines.append(("" if results["status"] == "ok" else "WARNING: ") +
+                     results_file.describe(results, " since the start cell"))
+        print("\n".join(lines))
         return results
 
 
@@ -151,15 +234,19 @@ def parameter_table(params: dict, columns: int = 3) -> str:
 # --- one call each, for the notebooks -----------------------------------------------------
 
 def _naming_untrained(view):
-    """A view that first names the models whose training was stopped, then shows what was trained (nothing, when
-    no model was)."""
+    """A view that first names the models whose training did not finish, then shows what was trained (nothing,
+    when no model was, or when the model it is asked for is not recorded)."""
     @functools.wraps(view)
     def shown(run: Run, *args, **kwargs):
-        if run.untrained():
-            print(run.untrained())
-            if not run.models:
-                return None
-        return view(run, *args, **kwargs)
+        if run.untrained(expected=False):
+            print(run.untrained(expected=False))
+        given = inspect.signature(view).bind(run, *args, **kwargs)
+        given.apply_defaults()
+        asked = given.arguments.get("only") or given.arguments.get("name")   # the model it shows, if one
+        if asked and asked not in run.models and run.models:
+            print(f"{asked} is not trained since the start cell, so there is nothing of it to show.")
+        if run.models and (not asked or asked in run.models):
+            return view(run, *args, **kwargs)
     return shown
 
 
@@ -176,9 +263,9 @@ def show_augmentation(run: Run, data, augmentation) -> None:
 
 
 @_naming_untrained
-def show_curves(run: Run, name: str = "curves") -> None:
-    """The training curves of every model that has them (ensembles' own curves aside)."""
-    run.save(plot_history({n: m["history"] for n, m in run.models.items() if n not in run.ensembles}), name)
+def show_curves(run: Run, file: str = "curves") -> None:
+    """The training curves of every model that has them (ensembles' own curves aside), saved as `file`.png."""
+    run.save(plot_history({n: m["history"] for n, m in run.models.items() if n not in run.ensembles}), file)
 
 
 @_naming_untrained

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import LabsError, __version__
 from .vocab import is_number
 
-STATUSES = ("ok", "failed", "diverged", "stopped")
+STATUSES = ("ok", "failed", "diverged", "stopped", "running")
 ENV_KEYS = ("python", "torch", "device", "gpu", "precision", "layout", "steps", "peak_memory_gb", "labutils")
 
 
@@ -104,6 +104,9 @@ def write_atomic(path: Path, content: str | bytes) -> None:
     except OSError as e:   # a full disk, a folder in the way: name the file meant, not the temporary one
         Path(tmp).unlink(missing_ok=True)
         raise OSError(e.errno, e.strerror, str(path)) from None
+    except BaseException:   # a stop (KeyboardInterrupt) while writing: no temporary file is left behind
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def json_safe(value):
@@ -178,10 +181,11 @@ def read(folder: Path, warn: bool = True) -> dict | None:
     return None
 
 
-def describe(results: dict) -> str:
-    """For a terminal: the status, each model's test accuracy and the wall time; the error on a second line."""
+def describe(results: dict, clock: str = "") -> str:
+    """For a terminal: the status, each model's test accuracy and the wall time (`clock`: what it counts from);
+    the error on a second line."""
     accuracies = ", ".join(f"{name} {m['test_accuracy']:.2%}" for name, m in (results.get("models") or {}).items()
                            if m.get("test_accuracy") is not None)
     line = results["status"] + (f", test accuracy {accuracies}" if accuracies else "")
-    line += f" ({results.get('wall_seconds') or 0:.0f} s)"
+    line += f" ({results.get('wall_seconds') or 0:.0f} s{clock})"
     return line + (f"\n    {results['error']}" if results.get("error") else "")

@@ -1,6 +1,7 @@
 """Training and evaluation: the device, seeding, the recipe (optimizer, schedule, loss, augmentation, precision),
 one fit loop, evaluation, ensembles, divergence."""
 
+import copy
 import functools
 import math
 import os
@@ -15,6 +16,8 @@ import torch
 from torch import nn
 
 from . import LabsError
+from .analysis import noise
+from .models import explain
 from .data import Augmentation, Data, Shuffled, Split, batches, images_layout
 from .progress import Bar
 from .vocab import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, check_choice, check_stages, plural
@@ -402,7 +405,9 @@ class Stopped(LabsError):
     """Training stopped by the user (Jupyter's stop button, Ctrl-C): one line, no traceback."""
 
 
-STOPPED: dict = {}   # model name -> where its training was stopped; report.start clears it, a finished fit drops it
+ATTEMPTS: dict = {}   # model name -> its latest training since the start cell (report.start clears it): the Fit
+#                       when it finished, else why not ("stopped in epoch 2 of 5", "crashed: IndexError: ...")
+RUN = 0               # the notebook's runs so far (report.start counts them); a Fit keeps the one it trained in
 
 
 @dataclass
@@ -412,7 +417,7 @@ class Fit:
     history: list = field(default_factory=list)
     status: str = "ok"              # "ok" or "diverged"
     error: str | None = None        # why it diverged
-    note: str | None = None         # something to know that is no divergence (an evaluation that collapsed)
+    note: str | None = None         # something to know that is no divergence (not learned yet, batch norm)
     train_samples_per_second: float = 0.0
     watched: list = field(default_factory=list)   # the watched split's evaluation at each history row
     precision: str = "fp32"         # what the forward passes ran in
@@ -420,6 +425,9 @@ class Fit:
     steps: str = "eager"            # how the steps ran: "eager", or "cuda graph" (CapturedSteps)
     train_seconds: list = field(default_factory=list)   # of training alone, per history row
     recipe: Recipe | None = None    # what trained: the record and the grading read it, not the notebook's globals
+    val_images: int = 0             # the validation split's size, which bounds what its accuracy can tell
+    batch_statistics: float | None = None   # validation accuracy with batch norm's batch statistics (nets with it)
+    run: int | None = None          # the notebook's run it trained in (RUN)
 
 
 def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", watch: Split | None = None,
@@ -431,18 +439,20 @@ def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", wa
     watch: a split evaluated too at every evaluation (for curves only: nothing is chosen by it); its
     evaluations are kept in Fit.watched and its loss and accuracy in the history (test_loss, test_accuracy).
 
-    Stops early, with status "diverged", when the training loss stops being finite; a run that ends at
-    chance accuracy is also reported as diverged.
+    Stops early, with status "diverged", when the training loss stops being finite (see _check_learned). An error
+    in the network is noted with the layer that raised it (explain); ATTEMPTS keeps how the training ended.
     """
+    __tracebackhide__ = True
     device = data.train.x.device
-    result = Fit(precision=precision_for(device, recipe.precision), layout=prepare(model, device), recipe=recipe)
+    result = Fit(precision=precision_for(device, recipe.precision), layout=prepare(model, device), recipe=recipe,
+                 val_images=len(data.val), run=RUN)
     graphs = captures(device)
     optimizer = make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.weight_decay, recipe.momentum,
                                fused=graphs)
     steps = (CapturedSteps(model, optimizer, recipe, result.precision, data.train, name=name) if graphs else
              Steps(model, optimizer, recipe, result.precision, data.train))
     plan, stream, train_seconds, seen = recipe.laid_out(len(data.train)), Shuffled(data.train), 0.0, 0
-    STOPPED.pop(name, None)
+    ATTEMPTS[name] = "did not finish"
     for start in range(0, plan.total, plan.every):
         stop, began = min(start + plan.every, plan.total), time.perf_counter()
         where = f"iteration {stop:,}/{plan.total:,}" if plan.staged else f"epoch {start // plan.every + 1}/{recipe.epochs}"
@@ -450,12 +460,15 @@ def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", wa
         try:
             row = _interval(model, data, recipe, plan, stream, steps, start, stop, bar, watch, result)
         except KeyboardInterrupt:
-            if bar:
-                bar.close()
-            STOPPED[name] = (f"epoch {start // plan.every + 1} of {recipe.epochs}" if not plan.staged else
-                             f"iterations {start + 1:,} to {stop:,} of {plan.total:,}")
-            raise Stopped(f"{name}: training stopped in {STOPPED[name]}; run this cell again to train from the "
-                          f"start.") from None
+            bar and bar.close()
+            ATTEMPTS[name] = "stopped in " + (f"epoch {start // plan.every + 1} of {recipe.epochs}" if not plan.staged
+                                              else f"iterations {start + 1:,} to {stop:,} of {plan.total:,}")
+            raise Stopped(f"{name}: training {ATTEMPTS[name]}; run this cell again to train from the start.") from None
+        except Exception as e:
+            bar and bar.close()
+            ATTEMPTS[name] = f"crashed: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+            explain(e, model, data.train.x[:2], name, len(data.classes))
+            raise
         images = row.pop("images")
         train_seconds, seen = train_seconds + result.train_seconds[-1], seen + images
         row["epoch"] = seen / len(data.train) if plan.staged else row["epoch"]
@@ -470,11 +483,15 @@ def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", wa
             break
     result.train_samples_per_second = seen / max(train_seconds, 1e-9)
     result.steps = steps.kind
-    _check_learned(result, name, len(data.classes))
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()) and len(data.val):
+        result.batch_statistics = evaluate(model, data.val, recipe.loss, precision=result.precision,
+                                           batch_size=recipe.batch_size, batch_statistics=True).accuracy
+    _check_learned(result, name, len(data.classes), plan.total)
     if result.error and progress:
         print(f"DIVERGED: {result.error}", flush=True)
     if result.note and progress:
         print(f"NOTE: {result.note}", flush=True)
+    ATTEMPTS[name] = result
     return result
 
 
@@ -513,23 +530,33 @@ def history_row(plan: Schedule, start: int, stop: int, epochs: float, train_loss
     return row
 
 
-def _check_learned(result: Fit, name: str, n_classes: int) -> None:
-    """Training that ends at chance accuracy learned nothing: it is marked diverged. Training accuracy well above
-    chance beside a validation accuracy at chance is no divergence but an evaluation that collapsed (batch norm's
-    running statistics, from too few steps, do not yet describe the images): a note says so, with its remedy."""
-    last, chance = result.history[-1], 1 / n_classes
-    done = plural(last["iteration"], "iteration") if "iteration" in last else plural(last["epoch"], "epoch")
+def _check_learned(result: Fit, name: str, n_classes: int, steps: int) -> None:
+    """What happened, as rules: a loss that became NaN or infinite (the loop) or that exploded (ended above three
+    times both where it began and a uniform guess's) is a divergence; a falling loss never is. Training still near
+    chance is "not learned yet" (a note, with advice); an evaluation mode far below the same images with batch
+    statistics is batch norm's running statistics (a note)."""
     if result.status != "ok":
         return
-    if last["train_accuracy"] <= 1.5 * chance:
-        result.status = "diverged"
-        result.error = (f"{name}: training accuracy {last['train_accuracy']:.1%} after {done} is at chance level "
-                        f"({chance:.0%}); the model learned nothing. Check the learning rate and optimizer.")
-    elif last["val_accuracy"] is not None and last["val_accuracy"] <= 1.5 * chance:
-        result.note = (f"{name}: validation accuracy {last['val_accuracy']:.1%} is at chance while training accuracy "
-                       f"is {last['train_accuracy']:.1%}: not a divergence but an evaluation that collapsed. In eval "
-                       f"mode batch norm uses its running statistics, which {done} of training have not yet made "
-                       f"right; train longer (more epochs or images) and it recovers.")
+    rows, chance, guess = result.history, 1 / n_classes, math.log(n_classes)
+    first, last = rows[0]["train_loss"], rows[-1]["train_loss"]
+    if last > 3 * max(first, guess):
+        result.status, result.error = "diverged", (
+            f"{name}: the training loss exploded, from {first:.3g} to {last:.3g}; try a smaller learning rate.")
+        return
+    notes = []
+    if rows[-1]["train_accuracy"] <= 1.5 * chance:
+        trend = f", its loss falling from {first:.3g} to {last:.3g}" if len(rows) > 1 and last < first else \
+            f", its loss not falling ({first:.3g} to {last:.3g})" if len(rows) > 1 else ""
+        notes.append(f"{name}: not learned yet: after {plural(steps, 'step')} training accuracy is "
+                     f"{rows[-1]['train_accuracy']:.1%}, near chance ({chance:.0%}){trend}; train longer (more epochs "
+                     f"or images){'' if trend.startswith(', its loss f') else ', or check the learning rate'}.")
+    val = rows[-1]["val_accuracy"]
+    if result.batch_statistics is not None and val is not None and \
+            result.batch_statistics - val > max(0.1, noise(val, result.val_images)):
+        notes.append(f"{name}: validation accuracy is {val:.1%} in evaluation mode but {result.batch_statistics:.1%} "
+                     f"on the same images with batch statistics: batch norm's running statistics, after "
+                     f"{plural(steps, 'step')}, do not yet describe the images; train longer and it recovers.")
+    result.note = " ".join(notes) or None
 
 
 def progress_line(where: str, row: dict, per_second: float) -> str:
@@ -567,24 +594,29 @@ class Evaluation:
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, split: Split, loss: str = "cross_entropy", tta: bool = False,
-             precision: str = "fp32", batch_size: int = 0) -> Evaluation:
+             precision: str = "fp32", batch_size: int = 0, batch_statistics: bool = False) -> Evaluation:
     """Loss and accuracy of `model` on `split`, always in eval mode (dropout off, batch norm frozen), the forward
     passes in `precision` (a notebook's run.precision; the model's layout is what fit gave it).
+    batch_statistics: batch norm normalizes by each batch's own statistics instead (on a copy of the model).
 
     tta (test-time augmentation): classify each image and its mirror image, and average the two outputs.
     batch_size 0: large batches on a GPU (1024), cache-sized ones on a CPU (128, measured fastest for conv nets).
     """
-    was_training = model.training
+    was_training, original = model.training, model
     device = split.x.device
     batch_size = batch_size or (128 if device.type == "cpu" else 1024)
     check_choice("precision", precision, PRECISIONS[1:])
     model.eval()
+    if batch_statistics:
+        model = copy.deepcopy(model)
+        for m in model.modules():
+            m.train(isinstance(m, nn.modules.batchnorm._BatchNorm))
     total = torch.zeros((), device=device)
     single_view = torch.zeros((), device=device, dtype=torch.long)
     logits = []
     for x, y in batches(split, batch_size):
         n = len(y)
-        if device.type == "cuda" and n < batch_size < len(split):   # one batch shape: cuDNN tunes it once
+        if device.type == "cuda" and n < batch_size < len(split) and not batch_statistics:   # one batch shape: cuDNN tunes it once
             x = torch.cat([x, x[:1].expand(batch_size - n, *x.shape[1:])])
         with autocast(device, precision):
             out = model(x).float()[:n]
@@ -593,7 +625,7 @@ def evaluate(model: nn.Module, split: Split, loss: str = "cross_entropy", tta: b
                 out = (out + model(x.flip(3)).float()[:n]) / 2
         total += LOSS_FUNCTIONS[loss](out, y, reduction="sum")
         logits.append(out)
-    model.train(was_training)
+    original.train(was_training)
     logits = torch.cat(logits)
     predictions = logits.argmax(1)
     n = max(len(split), 1)

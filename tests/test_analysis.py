@@ -27,7 +27,8 @@ def fake_run(test: dict, val: dict, diverged=(), assignment="fashion_fcn_vs_lene
     for name, accuracy in test.items():
         cm = torch.zeros(3, 3, dtype=torch.long)
         cm[0, 0], cm[1, 2], cm[2, 1] = 80, 12, 8
-        run.models[name] = {"test_accuracy": accuracy, "test_loss": 0.3, "confusion_matrix": cm.tolist(),
+        run.trained_with[name] = run.started_with
+        run.recorded[name] = {"test_accuracy": accuracy, "test_loss": 0.3, "confusion_matrix": cm.tolist(),
                             "history": history([val[name] - 0.01, val[name]])}
         run.fits[name] = train.Fit(status="diverged" if name in diverged else "ok",
                                    error=f"{name}: the training loss became NaN" if name in diverged else None)
@@ -181,10 +182,24 @@ def curve(*points):
 
 
 def test_a_learning_curve_never_says_overfit_and_underfit_together():
-    collapsed = analysis.learning_curve("model3 seed 2", curve((0.6, 0.5, 1.2), (0.987, 0.083, 5.0)))
-    assert "evaluation that collapsed" in collapsed and "overfit" not in collapsed and "underfit" not in collapsed
+    collapsed = analysis.learning_curve("model3", curve((0.49, 0.12, 1.2), (0.963, 0.2, 5.0)), 10, 60, 0.967)
+    assert "20.00 % in evaluation mode but 96.70 % on the same images with batch statistics" in collapsed
+    assert "overfits" not in collapsed and "underfits" not in collapsed
     rising_gap = analysis.learning_curve("m", curve((0.7, 0.6, 1.2), (0.9, 0.7, 1.0), (0.99, 0.75, 0.9)))
     assert "it overfits" in rising_gap and "mild" not in rising_gap          # 24 points: no mild overfit
     assert "still rising" in rising_gap and "underfit" not in rising_gap
     close = analysis.learning_curve("m", curve((0.7, 0.7, 1.0), (0.8, 0.8, 0.8), (0.9, 0.9, 0.6)))
     assert "no sign of overfitting" in close and "it underfits" in close
+
+
+def test_an_over_or_underfit_verdict_needs_a_validation_split_large_enough_to_tell():
+    # lab 01 with n_train = 50: 5 validation images, one image is 20 points
+    small = analysis.learning_curve("mlp", curve((0.6, 0.6, 1.0), (1.0, 0.8, 0.9)), 10, val_images=5)
+    assert "too small to judge over- or underfitting" in small and "5 validation images" in small
+    assert "it overfits" not in small and "it underfits" not in small
+    large = analysis.learning_curve("mlp", curve((0.6, 0.6, 1.0), (1.0, 0.8, 0.9)), 10, val_images=6000)
+    assert "it overfits" in large
+    # the same 5-point gap: within the noise of 60 images, beyond that of 6,000
+    assert "too small" in analysis.learning_curve("m", curve((0.8, 0.8, 1.0), (0.9, 0.85, 0.9)), 10, 60)
+    assert "mild overfit" in analysis.learning_curve("m", curve((0.8, 0.8, 1.0), (0.9, 0.85, 0.9)), 10, 6000)
+    assert analysis.noise(0.5, 10_000) == pytest.approx(0.01, rel=0.01)   # twice the standard error, 1 point

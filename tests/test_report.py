@@ -98,7 +98,8 @@ def test_run_writes_results_json_in_the_contract_shape(tmp_path, tiny_mnist, tra
     mlp = on_disk["models"]["mlp"]
     assert set(mlp) == {"parameters", "test_accuracy", "test_loss", "per_class_accuracy", "confusion_matrix",
                         "train_samples_per_second", "history", "macs_per_image",
-                        "train_seconds", "recipe", "network"}
+                        "train_seconds", "recipe", "network", "val_images", "val_accuracy_batch_statistics", "note"}
+    assert mlp["val_images"] == len(tiny_mnist.val) and mlp["val_accuracy_batch_statistics"] is None   # no batch norm
     assert mlp["recipe"] == {**fit.recipe.record(), "augment": "no augmentation"} and mlp["recipe"]["epochs"] == 2
     assert mlp["network"].startswith("Sequential(") and "Linear(in_features=784, out_features=64" in mlp["network"]
     assert mlp["parameters"] == 784 * 64 + 64 + 64 * 10 + 10 and mlp["macs_per_image"] == 784 * 64 + 64 * 10
