@@ -188,4 +188,5 @@ def describe(results: dict, clock: str = "") -> str:
                            if m.get("test_accuracy") is not None)
     line = results["status"] + (f", test accuracy {accuracies}" if accuracies else "")
     line += f" ({results.get('wall_seconds') or 0:.0f} s{clock})"
-    return line + (f"\n    {results['error']}" if results.get("error") else "")
+    notes = [f"\n    NOTE: {m['note']}" for m in (results.get("models") or {}).values() if m.get("note")]
+    return line + (f"\n    {results['error']}" if results.get("error") else "") + "".join(notes)

@@ -545,7 +545,7 @@ def _check_learned(result: Fit, name: str, n_classes: int, steps: int) -> None:
         return
     notes = []
     if rows[-1]["train_accuracy"] <= 1.5 * chance:
-        trend = f", its loss falling from {first:.3g} to {last:.3g}" if len(rows) > 1 and last < first else \
+        trend = f", its loss falling from {first:.3g} to {last:.3g}" if len(rows) > 1 and last < 0.95 * first else \
             f", its loss not falling ({first:.3g} to {last:.3g})" if len(rows) > 1 else ""
         notes.append(f"{name}: not learned yet: after {plural(steps, 'step')} training accuracy is "
                      f"{rows[-1]['train_accuracy']:.1%}, near chance ({chance:.0%}){trend}; train longer (more epochs "

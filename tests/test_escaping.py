@@ -53,7 +53,8 @@ def assert_inert(path):
 
 @pytest.mark.parametrize("value, shown", [
     ("*x*", "\\*x\\*"), ("a|b", "a\\|b"), ("<b>", "&lt;b&gt;"), ("[a](javascript:x)", "\\[a\\](javascript:x)"),
-    ("__y__", "\\_\\_y\\_\\_"), ("lenet5_modified", "lenet5_modified"), ("lr-0.01", "lr-0.01")])
+    ("__y__", "\\_\\_y\\_\\_"), ("lenet5_modified", "lenet5_modified"), ("lr-0.01", "lr-0.01"),
+    ("\"q\" & 's'", "&quot;q&quot; &amp; &#x27;s&#x27;")])
 def test_md_escapes_markup_and_markdown(value, shown):
     assert md(value) == shown
 

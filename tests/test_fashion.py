@@ -73,6 +73,8 @@ def test_smoke_run_trains_the_three_models_far_above_chance(smoke):
     assert counts == {"fcn": 408_074, "lenet5": 61_706, "lenet5_modified": 61_990}
     for m in results["models"].values():
         assert m["test_accuracy"] > 0.6 and len(m["history"]) == smoke_params("fashion_fcn_vs_lenet")["epochs"]
+        assert m["recipe"]["augment"] == "random horizontal flips"           # flip true here; false in test_reach
+        assert m["test_accuracy_single_view"] is not None                    # tta true here; false in test_reach
         assert sum(map(sum, m["confusion_matrix"])) == smoke_params("fashion_fcn_vs_lenet")["n_test"]
     for name in ("samples", "curves", "per_class_accuracy", "misclassified", "confusion_matrix_fcn",
                  "confusion_matrix_lenet5", "confusion_matrix_lenet5_modified"):

@@ -116,12 +116,12 @@ LABS = {
             ["FashionMNIST", "synthetic", "/tmp/labs-unused-data", False]),
         "n_train val_fraction": ("[len(images.train), len(images.val)]", [240, 60]),
         "n_test": ("sum(map(sum, results['models']['ensemble']['confusion_matrix']))", 100),
-        "members": ("[list(results['models']), results['models']['ensemble']['test_accuracy'] == (torch.stack(["
-                    "t.probabilities for _, _, t in networks.values()]).mean(0).argmax(1) == images.test.y.cpu())"
-                    ".float().mean().item(), len({t.probabilities.sum(1).tolist()[0] for _, _, t in networks.values()}"
-                    ") >= 1 and not torch.equal(networks['member 1'][2].probabilities, networks['member 3'][2]"
-                    ".probabilities)]",   # the ensemble averages every member, and the members differ
-                    [["member 1", "member 2", "member 3", "ensemble"], True, True]),
+        "members": (   # the ensemble's probabilities are the mean of every member's, and the members differ
+            "[list(results['models']), torch.allclose(averaged.probabilities, torch.stack([t.probabilities for _, _, t "
+            "in networks.values()]).mean(0)), results['models']['ensemble']['confusion_matrix'] == train.Evaluation(0, 0, "
+            "images.test.y.cpu(), averaged.probabilities.argmax(1), averaged.probabilities).confusion_matrix().tolist(), "
+            "not torch.equal(networks['member 1'][2].probabilities, networks['member 3'][2].probabilities)]",
+            [["member 1", "member 2", "member 3", "ensemble"], True, True, True]),
         "pool dropout": ("sorted({type(m).__name__ + str(getattr(m, 'p', '')) for m in networks['member 1'][0]})",
                          ["Conv2d", "Dropout0.2", "Flatten", "LeakyReLU", "Linear", "MaxPool2d", "ReLU"]),
         "init init_std": ("round(float(new_network()[10].weight.std()), 3)", 0.04),

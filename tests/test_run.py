@@ -46,6 +46,7 @@ def test_smoke_results_learn_far_above_chance_with_the_default_model(smoke):
     assert results["assignment"] == "mnist_mlp" and results["status"] == "ok"
     mlp = results["models"]["mlp"]
     assert mlp["parameters"] == 2_913_290                   # the default model, unchanged by --smoke
+    assert "BatchNorm" not in mlp["network"] and "Dropout(p=0.2" in mlp["network"]   # batch_norm false (reach: true)
     assert mlp["test_accuracy"] > 0.7                        # chance is 0.1
     assert len(mlp["history"]) == SMOKE["epochs"] == results["params"]["epochs"]
     assert sum(map(sum, mlp["confusion_matrix"])) == SMOKE["n_test"]

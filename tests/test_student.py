@@ -9,71 +9,7 @@ import signal
 import threading
 import time
 
-import nbclient
-import nbformat
-import pytest
-
-from conftest import ROOT
-
-
-def errors(nb) -> list:
-    return [(i, o["traceback"]) for i, c in enumerate(nb.cells) if c.cell_type == "code" for o in c.get("outputs", [])
-            if o["output_type"] == "error"]
-
-
-def text(cell) -> str:
-    """A cell's printed text and plain-text displays."""
-    found = []
-    for o in cell.get("outputs", []):
-        found.append(o.get("text", "") if o["output_type"] == "stream" else
-                     o.get("data", {}).get("text/plain", "") + o.get("data", {}).get("text/markdown", ""))
-    return "".join(found)
-
-
-class Kernel:
-    """A lab's notebook in a live kernel: its cells run by index, edited as a student would edit them."""
-
-    def __init__(self, stem: str, folder):
-        self.nb = nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
-        self.client = nbclient.NotebookClient(self.nb, kernel_name="python3", allow_errors=True, timeout=300,
-                                              resources={"metadata": {"path": str(folder)}})
-
-    def index(self, needle: str) -> int:
-        return next(i for i, c in enumerate(self.nb.cells) if c.cell_type == "code" and needle in c.source)
-
-    def run(self, *indexes) -> list:
-        for i in indexes:
-            self.nb.cells[i].outputs = []
-            self.client.execute_cell(self.nb.cells[i], i)
-        return [(i, tb) for i, tb in errors(self.nb) if i in indexes]
-
-    def run_from(self, first: int, last: int | None = None) -> list:
-        code = [i for i, c in enumerate(self.nb.cells) if c.cell_type == "code" and first <= i <= (last or 10 ** 6)
-                and "colab-install" not in c.metadata.get("tags", [])]
-        return self.run(*code)
-
-    def value(self, expression: str):
-        """A JSON value computed in the kernel."""
-        cell = nbformat.v4.new_code_cell(f"import json as _json; print(_json.dumps({expression}))")
-        self.nb.cells.append(cell)
-        try:
-            self.client.execute_cell(cell, len(self.nb.cells) - 1)
-        finally:
-            self.nb.cells.pop()
-        assert not errors(nbformat.v4.new_notebook(cells=[cell])), cell.outputs
-        return json.loads(text(cell))
-
-    def retype(self, **lines):
-        """The parameters cell with lines retyped, without annotations: name -> value text."""
-        cell = self.nb.cells[self.index("seed: int =")]
-        kept = [line for line in cell.source.splitlines() if line.split(":", 1)[0] not in lines]
-        cell.source = "\n".join(kept + [f"{name} = {value}" for name, value in lines.items()])
-
-    def edit(self, needle: str, old: str, new: str) -> int:
-        i = self.index(needle)
-        assert old in self.nb.cells[i].source, old
-        self.nb.cells[i].source = self.nb.cells[i].source.replace(old, new)
-        return i
+from conftest import Kernel, text
 
 
 def test_lab_01_retyped_parameters_a_second_training_run_and_an_edited_network(tmp_path):

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from labutils import LabsError, data, lessons, models, train
+from labutils import analysis, LabsError, data, lessons, models, train
 
 
 def small_mlp(seed=0, dropout=0.2):
@@ -308,3 +308,12 @@ def test_the_batch_norm_note_compares_evaluation_mode_with_batch_statistics_on_t
     close = train.Fit(history=rows((0.9, 0.85), (0.95, 0.88), losses=[1.0, 0.3]), batch_statistics=0.9, val_images=600)
     train._check_learned(close, "model3", 10, 100)
     assert close.note is None
+
+
+def test_the_confusion_matrix_has_the_true_classes_as_rows_and_per_class_accuracy_is_each_rows_share():
+    labels, predictions = torch.tensor([0, 0, 0, 0, 1, 2]), torch.tensor([1, 1, 1, 0, 1, 2])   # class 0 taken for 1
+    evaluation = train.Evaluation(0.0, 0.5, labels, predictions, torch.zeros(6, 3))
+    assert evaluation.confusion_matrix().tolist() == [[1, 3, 0], [0, 1, 0], [0, 0, 1]]
+    assert evaluation.per_class_accuracy() == [0.25, 1.0, 1.0]
+    assert analysis.confusions(evaluation.confusion_matrix(), ["a", "b", "c"], k=1).startswith(
+        "The most frequent mistakes: a taken for b (3)")
