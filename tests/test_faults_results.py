@@ -153,3 +153,20 @@ def test_a_summary_says_synthetic_where_runs_were_and_writes_a_huge_loss_short(t
     assert "2 runs of mnist_mlp on the real dataset (1 of them on synthetic data)" in summary.heading("s", runs, [])
     table = summary.to_markdown(summary.rows(runs), [])
     assert "3.4e+44" in table and not re.search(r"\d{20}", table)
+
+
+def test_a_report_html_that_cannot_be_rendered_keeps_the_run_ok_and_says_why_in_one_line(tmp_path, monkeypatch, capsys):
+    """nbconvert without its templates (seen on a GPU machine): the run is kept, ok, and report.html is missing."""
+    import jinja2
+    import nbconvert
+    from labs import runner
+    from labs.params import resolve
+
+    def no_templates(*args, **kwargs):
+        raise jinja2.TemplateNotFound("lab/index.html.j2")
+    monkeypatch.setattr(nbconvert.HTMLExporter, "from_filename", no_templates)
+    results = runner.run("mnist_mlp", resolve("mnist_mlp", smoke=True), tmp_path / "run", stream=False)
+    assert results["status"] == "ok" and (tmp_path / "run" / "report.ipynb").is_file()
+    assert not (tmp_path / "run" / "report.html").exists()
+    assert capsys.readouterr().err == ("labs: warning: report.html is missing: nbconvert could not render the report "
+                                       "(TemplateNotFound: lab/index.html.j2); report.ipynb holds all of it.\n")
