@@ -277,7 +277,7 @@ def test_best_is_one_rule_everywhere_the_validation_accuracy_where_training_ende
     steady = {"history": [{"epoch": 1, "val_accuracy": 0.91}, {"epoch": 2, "val_accuracy": 0.93}]}
     assert results.best({"peaked": peaked, "steady": steady}) == "steady"
     run = report.Run("mnist_mlp", {}, "cpu")
-    run.models = {"peaked": peaked, "steady": steady}
+    run.recorded.update(peaked=peaked, steady=steady)
     assert run.best() == "steady"
     for name, m in (("peaked", peaked), ("steady", steady)):
         folder = tmp_path / name
