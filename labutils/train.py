@@ -543,14 +543,13 @@ def _check_learned(result: Fit, name: str, n_classes: int, steps: int) -> None:
         result.status, result.error = "diverged", (
             f"{name}: the training loss exploded, from {first:.3g} to {last:.3g}; try a smaller learning rate.")
         return
-    notes = []
-    if rows[-1]["train_accuracy"] <= 1.5 * chance:
+    notes, val = [], rows[-1]["val_accuracy"]
+    if rows[-1]["train_accuracy"] <= 1.5 * chance + 1e-9 and (val is None or val <= 2.5 * chance):
         trend = f", its loss falling from {first:.3g} to {last:.3g}" if len(rows) > 1 and last < 0.95 * first else \
             f", its loss not falling ({first:.3g} to {last:.3g})" if len(rows) > 1 else ""
         notes.append(f"{name}: not learned yet: after {plural(steps, 'step')} training accuracy is "
                      f"{rows[-1]['train_accuracy']:.1%}, near chance ({chance:.0%}){trend}; train longer (more epochs "
                      f"or images){'' if trend.startswith(', its loss f') else ', or check the learning rate'}.")
-    val = rows[-1]["val_accuracy"]
     if result.batch_statistics is not None and val is not None and \
             result.batch_statistics - val > max(0.1, noise(val, result.val_images)):
         notes.append(f"{name}: validation accuracy is {val:.1%} in evaluation mode but {result.batch_statistics:.1%} "
