@@ -7,6 +7,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -116,8 +117,8 @@ CUDNN_AUTOTUNE = os.environ.get("LABS_CUDNN_AUTOTUNE", "0") == "1"
 def prepare(model: nn.Module, device: torch.device) -> str:
     """Put `model` in the faster memory layout for `device` (see channels_last) and set cuDNN's autotuning on CUDA
     (CUDNN_AUTOTUNE); returns the layout, "channels_last" or "contiguous"."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = CUDNN_AUTOTUNE
+    if device.type == "cuda" and CUDNN_AUTOTUNE:   # else the user's own setting stands (PyTorch's default: off)
+        torch.backends.cudnn.benchmark = True
     if channels_last(model, device):
         model.to(memory_format=torch.channels_last)
         return "channels_last"
@@ -129,16 +130,21 @@ def prepare(model: nn.Module, device: torch.device) -> str:
 def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
                    fused: bool = False):
     """One of OPTIMIZERS. weight_decay: the L2 penalty coefficient, added to the gradient as wd * w, except for
-    adamw, which decays the weights directly (decoupled: w -= lr * wd * w). fused: on CUDA, adam, adamw and sgd
-    update every weight in one kernel that takes its learning rate from the GPU (what a captured step needs)."""
+    adamw, which decays the weights directly (decoupled: w -= lr * wd * w). fused: adam, adamw and sgd update every
+    weight in one kernel that can take its learning rate from the GPU (what CUDA uses, captured or not). SGD's
+    momentum starts at zero, made here: fused SGD would make it with empty_like on its first step, and leave it
+    unset if fp16's scaler skips that step."""
     check_choice("optimizer", name, OPTIMIZERS)
-    fast = {"fused": True} if fused and name in ("adam", "adamw", "sgd") else {}
+    fast = {"fused": True} if fused and name in FUSED else {}
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **fast)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **fast)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **fast)
+        sgd = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **fast)
+        for p in (p for group in sgd.param_groups for p in group["params"]) if momentum else ():
+            sgd.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return sgd
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     return torch.optim.Adadelta(params, lr=lr, weight_decay=weight_decay)
@@ -333,38 +339,48 @@ class CapturedSteps(Steps):
     """CUDA: each batch size's step (the gather of the batch, its augmentation, forward, loss, backward and the
     optimizer's update) captured once as a CUDA graph and replayed: one launch instead of hundreds, which is what
     bounds nets this small on a GPU. The learning rate and the L2 coefficient are device tensors, set before each
-    replay. The first `warmup` steps of a new size run eagerly, as real steps (they make the optimizer's state and
-    let cuDNN pick its algorithms). If a capture fails, training goes on eagerly and says why, in one line."""
+    replay. The first `warmup` steps of a new size run eagerly on a side stream, as real steps (they make the
+    optimizer's state and let cuDNN pick its algorithms). What cannot be captured (uncapturable) steps eagerly from
+    the start; a capture that fails all the same goes on eagerly with the process left usable, said in one line."""
     warmup = 2
     keep = 2   # graphs kept: an epoch's batch and its shorter last one; a staged ramp moves on to new sizes
 
     def __init__(self, *args, name: str = "model"):
         super().__init__(*args)
         device = self.split.x.device
-        self.name, self.graphs, self.failed, self.side = name, {}, "", torch.cuda.Stream(device)
+        self.name, self.graphs, self.captured, self.side = name, {}, False, torch.cuda.Stream(device)
         self.lr = torch.zeros((), device=device)
         self.l2 = torch.zeros((), device=device) if self.recipe.has_l2 else 0.0
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
             if "capturable" in group:
                 group["capturable"] = True
+        self.eager = uncapturable(self.recipe, self.precision)
+        if self.eager:
+            print(f"{name}: training runs step by step (eager), slower: {self.eager}.", flush=True)
 
     @property
     def kind(self) -> str:
-        return "eager" if self.failed else "cuda graph"
+        """How the steps ran: "cuda graph", "eager" (no graph was captured) or "cuda graph, then eager"."""
+        return ("cuda graph, then eager" if self.eager else "cuda graph") if self.captured else "eager"
 
     def __call__(self, idx: torch.Tensor, lr: float, l2: float) -> None:
         self.lr.fill_(lr)
         if self.recipe.has_l2:
             self.l2.fill_(l2)
-        if self.failed:
+        with warnings.catch_warnings():   # the optimizer is made for the graph: it warns of every step outside one
+            warnings.filterwarnings("ignore", ".*capturable=True")
+            self._step(idx)
+
+    def _step(self, idx: torch.Tensor) -> None:
+        if self.eager:
             return self.body(idx, self.l2)
         if len(idx) not in self.graphs:
             while len(self.graphs) >= self.keep:
                 del self.graphs[next(iter(self.graphs))]
             self.graphs[len(idx)] = {"graph": None, "idx": torch.empty_like(idx), "eager": 0}
         entry = self.graphs[len(idx)]
-        entry["idx"].copy_(idx)
+        entry["idx"].copy_(idx)   # into the buffer the graph reads: never a new tensor
         if entry["graph"] is None and entry["eager"] < self.warmup:
             self.side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(self.side):
@@ -377,22 +393,46 @@ class CapturedSteps(Steps):
             entry["graph"].replay()
 
     def capture(self, entry: dict) -> None:
-        """Capture the step over the batch entry["idx"] holds, and run it once (a capture runs nothing); if the
-        capture fails, run it eagerly, and every step from here on, said in one line."""
-        graph = torch.cuda.CUDAGraph()
-        self.optimizer.zero_grad(set_to_none=True)
+        """Capture the step over the batch entry["idx"] holds, and run it once (a capture runs nothing). If the
+        capture fails, the stream and the gradient scaler are put back, and this step and every later one run
+        eagerly, said in one line with the real cause; a CUDA generator left unusable is one LabsError."""
+        graph, stream = torch.cuda.CUDAGraph(), torch.cuda.current_stream()
+        self.optimizer.zero_grad(set_to_none=True)   # the graph's backward makes its gradients in its own pool
         try:
             with torch.cuda.graph(graph):
                 self.body(entry["idx"], self.l2)
         except RuntimeError as e:
-            self.failed = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            cause = e.__context__ if "previous error during capture" in str(e) and e.__context__ else e
+            self.eager = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:160]
+            torch.cuda.set_stream(stream)   # torch.cuda.graph's exit failed before it put the stream back
             self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:     # its half-run step (unscaled, no inf check) is forgotten
+                self.scaler = torch.amp.GradScaler(stream.device.type, init_scale=self.scaler.get_scale())
             self.graphs.clear()
+            try:
+                torch.rand(1, device=self.lr.device)   # some releases leave CUDA's generator in capture mode
+            except RuntimeError:
+                raise LabsError(f"{self.name}: its step could not be captured as a CUDA graph ({self.eager}), and "
+                                f"torch {torch.__version__} cannot use its CUDA random generator again in this "
+                                f"process; restart the kernel, then train eagerly (LABS_EAGER=1) or remove what reads "
+                                f"the GPU inside the step.") from None
             print(f"{self.name}: training goes on step by step (eager), slower: its step could not be captured as "
-                  f"a CUDA graph ({self.failed}).", flush=True)
+                  f"a CUDA graph ({self.eager}).", flush=True)
             return self.body(entry["idx"], self.l2)
-        entry["graph"] = graph
+        entry["graph"], self.captured = graph, True
         graph.replay()
+
+
+FUSED = ("adam", "adamw", "sgd")   # the optimizers that update in one kernel, and take fp16's scale without a sync
+
+
+def uncapturable(recipe: Recipe, precision: str) -> str:
+    """Why a recipe's step cannot be captured as a CUDA graph, known before trying ('' when it can): fp16's gradient
+    scaler reads the GPU (.item()) in the step of every optimizer but the fused ones."""
+    if precision == "fp16" and recipe.optimizer not in FUSED:
+        return f"in fp16 the gradient scaler reads the GPU in every {recipe.optimizer} step, which a CUDA graph cannot " \
+               f"hold (adam, adamw and sgd can)"
+    return ""
 
 
 def captures(device: torch.device) -> bool:
@@ -448,7 +488,7 @@ def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", wa
                  val_images=len(data.val), run=RUN)
     graphs = captures(device)
     optimizer = make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.weight_decay, recipe.momentum,
-                               fused=graphs)
+                               fused=device.type == "cuda")
     steps = (CapturedSteps(model, optimizer, recipe, result.precision, data.train, name=name) if graphs else
              Steps(model, optimizer, recipe, result.precision, data.train))
     plan, stream, train_seconds, seen = recipe.laid_out(len(data.train)), Shuffled(data.train), 0.0, 0
