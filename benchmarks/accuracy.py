@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from labutils import LabsError, data, results  # noqa: E402
+from labs import records
 from labs import params, runner, sweep  # noqa: E402
 from labutils.reported import reported  # noqa: E402
 
@@ -110,7 +111,7 @@ def rows(out: Path, labs: list) -> list:
     for lab in labs:
         for dataset, recipes in [LABS[lab]] + ([ALSO[lab]] if lab in ALSO else []):
             for recipe, _, _ in recipes:
-                runs = [r for r in (results.read(f) for f in sorted((out / lab / dataset / recipe).glob("seed-*")))
+                runs = [r for r in (records.read(f) for f in sorted((out / lab / dataset / recipe).glob("seed-*")))
                         if r and r["status"] == "ok"]
                 if not runs:
                     continue
@@ -167,7 +168,7 @@ def ensemble_gains(out: Path, labs: list) -> list:
             for recipe, _, _ in recipes:
                 gains = []
                 for folder in sorted((out / lab / dataset / recipe).glob("seed-*")):
-                    r = results.read(folder)
+                    r = records.read(folder)
                     if r and r["status"] == "ok" and "ensemble" in r["models"]:
                         best = max(m["test_accuracy"] for name, m in r["models"].items() if name != "ensemble")
                         gains.append(100 * (r["models"]["ensemble"]["test_accuracy"] - best))
@@ -213,7 +214,7 @@ def main() -> int:
         if not args.tables_only:
             measure(args.labs, args.seeds, args.data_dir, out, args.recipes)
         import torch
-        folder = results.writable_folder(Path(args.results), "results folder")
+        folder = records.writable_folder(Path(args.results), "results folder")
         table = merged(rows(out, list(LABS)), folder / "accuracy.csv", list(LABS))
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, COLUMNS, extrasaction="ignore", lineterminator="\n")

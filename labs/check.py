@@ -7,8 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from labutils import results as results_file
-
+from . import records
 from .params import assignments, notebook, resolve, smoke_values
 
 
@@ -26,7 +25,7 @@ def check_one(assignment: str, folder: Path, device: str = "auto") -> dict:
                                                      if proc.stdout.strip() else "")}
     failed = [line.split("::", 1)[1].split(" - ")[0] for line in proc.stdout.splitlines()
               if line.startswith("FAILED ") and "::" in line]
-    env = (results_file.read(run, warn=False) or {}).get("env") or {}
+    env = (records.read(run, warn=False) or {}).get("env") or {}
     return {"assignment": assignment, "ok": proc.returncode == 0, "passed": counts.get("passed", 0),
             "failed": failed or ([] if proc.returncode == 0 else [proc.stdout.strip()[-300:] or proc.stderr[-300:]]),
             "device": env.get("device") or "?", "gpu": env.get("gpu"), "precision": env.get("precision") or "?"}

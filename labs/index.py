@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from labutils import results as results_file
 
-from . import summary
+from . import records, summary
 
 STYLE = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 72em;
@@ -69,7 +69,7 @@ def collect(root: Path) -> tuple:
     runs = []
     for path in sorted(p for p in found if p.name == "results.json"):
         if path.parent.parent not in sweeps:
-            results = results_file.read(path.parent)
+            results = records.read(path.parent)
             if results is not None:
                 runs.append((path.parent, results))
     return runs, [(folder, summary.collect(folder)) for folder in sweeps]

@@ -22,6 +22,8 @@ from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpec
 
 from labutils import LabsError, results as results_file
+
+from . import records
 from .params import notebook
 
 
@@ -225,7 +227,7 @@ def earlier_files(folder: Path) -> list:
         raise LabsError(f"{marker} is damaged, so labs cannot tell its files from yours; delete it to let a run "
                         f"replace what is there, or give another --output.")
     foreign = sorted(p.name for p in folder.iterdir() if p.name not in (LOCK, KERNEL_FILES))
-    if foreign and ((folder.parent / SWEEP_MARKER).is_file() or results_file.read(folder, warn=False) is not None):
+    if foreign and ((folder.parent / SWEEP_MARKER).is_file() or records.read(folder, warn=False) is not None):
         return [*WRITTEN, *(p.name for p in folder.glob("*.png"))]   # a run of a sweep, or of labs before the marker
     if foreign:
         _refuse(folder, foreign)
@@ -262,7 +264,7 @@ def run(assignment: str, params: dict, folder: Path, stream: bool = True, settin
 
     A new or empty folder, or one that an earlier run wrote (then its files are replaced, and only those: a report
     never mixes two runs, and nothing else is touched)."""
-    folder = results_file.writable_folder(folder, "run folder")
+    folder = records.writable_folder(folder, "run folder")
     held = lock(folder, "labs run")
     start, error = time.perf_counter(), None
     try:
@@ -316,7 +318,7 @@ def _final(assignment: str, params: dict, folder: Path, error: str | None, secon
            setting: str | None) -> dict:
     """The run's results.json, from the notebook's own record (when it wrote one and nothing failed after):
     with the run's setting, or "failed" with the error. Written whole; if even that fails, none is left."""
-    record = results_file.read(folder, warn=False)
+    record = records.read(folder, warn=False)
     if record is None and not error:
         error = "the notebook finished without writing results.json"
     if error:

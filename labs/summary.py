@@ -13,6 +13,8 @@ import yaml
 from labutils import LabsError, results as results_file
 from labutils.vocab import is_number, label, md, plural
 
+from . import records
+
 SUMMARY_NOTEBOOK = "sweep_summary.ipynb"
 COLUMNS = ["run", "model", "status", "test_accuracy", "test_loss", "val_accuracy", "epochs", "wall_seconds", "error"]
 
@@ -24,7 +26,7 @@ def collect(sweep_dir, warn: bool = True) -> dict:
     found, current = {}, made(sweep_dir)
     for path in sorted(Path(sweep_dir).glob("*/results.json")):
         if current is None or path.parent.name in current:
-            results = results_file.read(path.parent, warn)
+            results = records.read(path.parent, warn)
             if results is not None:
                 found[path.parent.name] = results
     return found

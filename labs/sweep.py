@@ -40,7 +40,7 @@ from labutils.progress import Bar
 from labutils.reported import reported
 from labutils.vocab import did_you_mean, label, plural, shown
 
-from . import runner, summary
+from . import records, runner, summary
 from .params import ROOT, combine, declared, load_yaml, notebook
 
 KEYS = ("assignment", "name", "base", "params", "grid", "runs", "seeds", "reference", "notes")
@@ -190,7 +190,7 @@ def _check_annotations(reference, notes, settings: set) -> None:
 def is_done(folder: Path, params: dict) -> bool:
     """True when the run folder holds a usable results.json made with these very parameters that ended ok or
     diverged (divergence is a result); a failed run is made again."""
-    results = results_file.read(folder)
+    results = records.read(folder)
     return bool(results) and results["status"] in ("ok", "diverged") and \
         results["params"] == json.loads(json.dumps(results_file.json_safe(params)))
 
@@ -447,7 +447,7 @@ def run(sweeps: list, workers: int = 1, scheduler: str | None = None, force: boo
     """Run every run of `sweeps`, a list of (Sweep, folder), into folder/<run>/ on one set of workers, skipping
     the runs already done unless `force`; then render each sweep's summaries there too. Returns their outcomes.
     wait: how long a Dask scheduler may take to show a worker."""
-    sweeps = [(plan, results_file.writable_folder(Path(out).resolve(), "sweep folder")) for plan, out in sweeps]
+    sweeps = [(plan, records.writable_folder(Path(out).resolve(), "sweep folder")) for plan, out in sweeps]
     locks = []
     try:
         for _, out in sweeps:
@@ -549,7 +549,7 @@ def _after_the_scheduler(tasks: dict, reported: set, started: float, address: st
     counts = {"finished": 0, "running": 0, "not begun": 0}
     for key, (_, _, folder, _) in tasks.items():
         folder, name = Path(folder), key if several else key.split("/", 1)[1]
-        record = results_file.read(folder, warn=False)
+        record = records.read(folder, warn=False)
         if record is not None and (folder / "results.json").stat().st_mtime >= started:
             counts["finished"] += 1
             if key not in reported:

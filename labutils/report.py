@@ -2,10 +2,12 @@
 figures (curves, confusion matrix, samples, misclassified images, per-class accuracy), and one-call views of
 them for the notebooks (show_*)."""
 
+import contextlib
 import copy
 import functools
 import inspect
 import io
+import json
 import time
 from pathlib import Path
 
@@ -147,7 +149,9 @@ class Run:
         """Before this run's first file: results.json says the run is running (an earlier run's record is kept in
         memory, and put back by finish if this run trains nothing)."""
         if not self.claimed:
-            self.claimed, self.previous = True, results_file.read(self.output_dir, warn=False)
+            with contextlib.suppress(OSError, ValueError):
+                self.previous = json.loads((self.output_dir / "results.json").read_text())
+            self.claimed = True
             results_file.write(self.output_dir / "results.json", results_file.build(
                 self.assignment, self.started_with, status="running", env=self._env()))
 
@@ -204,7 +208,7 @@ class Run:
                 "that trained.")
         if self.output_dir:
             self._claim()
-            keep = not results["models"] and (self.previous or {}).get("models")
+            keep = not results["models"] and isinstance(self.previous, dict) and self.previous.get("models")
             results_file.write(self.output_dir / "results.json", self.previous if keep else results)
             if keep:
                 lines.append(f"No model was trained since the start cell, so results.json keeps the earlier run's "

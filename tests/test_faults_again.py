@@ -11,6 +11,7 @@ import pytest
 
 from conftest import ROOT, all_ended, kernels, labs, one_line, start_labs, wait_for
 from labutils import results
+from labs import records
 
 SMALL = ["-p", "hidden", "[32, 32, 32]"]
 
@@ -80,7 +81,7 @@ def test_a_full_disk_early_in_a_run_is_one_line_and_leaves_only_whole_files(tmp_
     assert "could not write" in proc.stderr and "samples.png" in proc.stderr and "free some disk space" in proc.stderr
     whole(out)
     assert not (out / "samples.png").exists()
-    assert results.read(out)["status"] == "failed" and "samples.png" in results.read(out)["error"]
+    assert records.read(out)["status"] == "failed" and "samples.png" in records.read(out)["error"]
 
 
 def test_a_full_disk_that_cuts_the_report_short_leaves_no_report_and_says_so(tmp_path, sizes):
@@ -89,7 +90,7 @@ def test_a_full_disk_that_cuts_the_report_short_leaves_no_report_and_says_so(tmp
     assert proc.returncode == 2 and one_line(proc) and "report.ipynb: File too large" in proc.stderr, proc.stderr
     whole(out)
     assert not (out / "report.ipynb").exists() and not (out / "report.html").exists()
-    assert results.read(out)["status"] == "failed"
+    assert records.read(out)["status"] == "failed"
 
 
 def test_a_full_disk_late_in_a_run_is_not_ok_and_a_sweep_would_redo_it(tmp_path, sizes):
@@ -100,7 +101,7 @@ def test_a_full_disk_late_in_a_run_is_not_ok_and_a_sweep_would_redo_it(tmp_path,
     assert proc.returncode == 2 and one_line(proc) and "report.html" in proc.stderr, proc.stdout + proc.stderr
     whole(out)
     assert not (out / "report.html").exists() and (out / "report.ipynb").is_file()
-    record = results.read(out)
+    record = records.read(out)
     assert record["status"] == "failed" and "report.html" in record["error"]
     from labs import sweep
     assert not sweep.is_done(out, record["params"])
@@ -114,7 +115,7 @@ def test_smoke_keeps_the_values_given_with_p_and_names_those_of_files_it_replace
                 "-p", "n_test", "50", "--output", tmp_path / "run")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "--smoke replaces n_train 0 by 600 from your files (give a value with -p to keep it)" in proc.stdout
-    record = results.read(tmp_path / "run")
+    record = records.read(tmp_path / "run")
     assert len(record["models"]["mlp"]["history"]) == 3 and sum(map(sum, record["models"]["mlp"]["confusion_matrix"])) == 50
     assert record["params"]["lr"] == 0.002
 
@@ -134,5 +135,5 @@ def test_a_failed_rerun_into_a_folder_leaves_nothing_of_the_run_before(tmp_path,
     out = smoke_folder                                          # the sizes are taken: this folder may change now
     assert list(out.glob("*.png"))
     failed = labs("run", "mnist_mlp", "-p", "download", "false", "-p", "data_dir", tmp_path / "none", "--output", out)
-    assert failed.returncode == 1 and results.read(out)["status"] == "failed"
+    assert failed.returncode == 1 and records.read(out)["status"] == "failed"
     assert not list(out.glob("*.png")) and not list(out.glob(".labs-kernel"))      # a report never mixes two runs

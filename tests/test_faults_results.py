@@ -11,6 +11,7 @@ import yaml
 
 from conftest import ROOT, all_ended, labs, one_line, wait_for
 from labutils import results
+from labs import records
 
 SMALL = ["-p", "hidden", "[32, 32, 32]"]
 
@@ -56,7 +57,7 @@ def test_a_sweep_redoes_a_run_whose_results_file_is_unusable(tmp_path):
     (tmp_path / "out" / "a" / "results.json").write_text('{"models": "x"}')      # ... whose run's record is damaged
     proc = labs("sweep", path, "--smoke", "--output", tmp_path / "out")
     assert proc.returncode == 0 and "a: ok" in proc.stdout and "already done" not in proc.stdout
-    assert "is not a usable results.json" in proc.stderr and results.read(tmp_path / "out" / "a")["status"] == "ok"
+    assert "is not a usable results.json" in proc.stderr and records.read(tmp_path / "out" / "a")["status"] == "ok"
 
 
 # --- 4. a diverged run is a result --------------------------------------------------------------
@@ -108,7 +109,7 @@ def test_a_sweep_ended_by_sigterm_ends_like_ctrl_c(tmp_path):
                              "--workers", "1", "--output", str(out)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert wait_for(lambda: results.read(out / "epochs-1", warn=False) is not None
+        assert wait_for(lambda: records.read(out / "epochs-1", warn=False) is not None
                         and list((out / "epochs-300").glob(".labs-kernel/kernel-*.json")), 120)
         family = psutil.Process(proc.pid).children(recursive=True)
         started = time.perf_counter()

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from labutils import LabsError, lessons, models, parameters, report, results, train
+from labs import records
 
 matplotlib.use("Agg")
 
@@ -21,8 +22,8 @@ def test_atomic_write_leaves_no_temporary_files_and_a_readable_file(tmp_path):
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["results.json"]
     assert json.loads((tmp_path / "run" / "results.json").read_text())["params"] == {"lr": None}
     assert ((tmp_path / "run" / "results.json").stat().st_mode & 0o777) == 0o644
-    assert results.read(tmp_path / "run")["params"] == {"lr": None}
-    assert results.read(tmp_path / "nowhere") is None
+    assert records.read(tmp_path / "run")["params"] == {"lr": None}
+    assert records.read(tmp_path / "nowhere") is None
 
 
 def test_a_write_that_fails_half_way_leaves_the_old_file_whole(tmp_path, monkeypatch):
@@ -117,7 +118,7 @@ def test_one_builder_gives_every_status_the_same_schema(status):
     assert tuple(record) == SCHEMA and tuple(record["env"]) == results.ENV_KEYS
     assert record["status"] == status and record["setting"] == "lr-0.1" and record["seed"] == 1
     assert record["env"]["device"] is None and record["env"]["labutils"]       # not known: None, never "auto"
-    assert results.problem(json.loads(json.dumps(record))) is None             # it reads back as usable
+    assert records.problem(json.loads(json.dumps(record))) is None             # it reads back as usable
     with pytest.raises(ValueError):
         results.build("mnist_mlp", {}, status="done")
 
@@ -132,7 +133,7 @@ def test_one_builder_gives_every_status_the_same_schema(status):
 ])
 def test_an_unusable_results_file_is_no_result_and_named_in_one_warning(tmp_path, capsys, content, why):
     (tmp_path / "results.json").write_text(content)
-    assert results.read(tmp_path) is None
+    assert records.read(tmp_path) is None
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(tmp_path / "results.json") in err and why in err
 
