@@ -162,6 +162,45 @@ def _check(args) -> int:
     return RUN_FAILED if bad else 0
 
 
+def _assign(args) -> int:
+    from .assign import assign
+    for path in assign(args.assignments, Path(args.output), seeds=args.seeds):
+        print(f"wrote {path}")
+    return 0
+
+
+def _grade(args) -> int:
+    from .grade import grade
+    output = Path(args.output)
+    material = Path(args.grader) if args.grader else output / "grader"
+    rows = []
+    for assignment_rows in grade_by_assignment(args.submissions, material):
+        rows += grade(assignment_rows[1], output, assignment_rows[0], args.workers, args.scheduler,
+                      not args.no_sandbox, args.timeout, args.memory)
+    print(f"grades: {output / 'grades.csv'} and {output / 'grades.html'}")
+    return 0
+
+
+def grade_by_assignment(submissions: list, material: Path) -> list:
+    """[(the grader's material, its submissions)], by each notebook's assignment (its metadata from `labs assign`)."""
+    import json
+
+    import nbformat
+    groups = {}
+    for path in submissions:
+        try:
+            assignment = nbformat.read(path, as_version=4).metadata.get("labs", {}).get("assignment")
+        except Exception:
+            assignment = None
+        groups.setdefault(assignment, []).append(path)
+    known = {json.loads(p.read_text())["assignment"]: p for p in sorted(material.glob("*.json"))}
+    if not known:
+        raise LabsError(f"{material} holds no grader material; run `labs assign ... --output DIR` first and give "
+                        f"--grader DIR/grader (or grade into DIR).")
+    default = next(iter(known.values())) if len(known) == 1 else None
+    return [(known.get(a) or default, paths) for a, paths in groups.items() if known.get(a) or default]
+
+
 def _data_download(args) -> int:
     from labutils.data import DATASETS, fetch
     from labutils.vocab import did_you_mean, shown
@@ -224,6 +263,23 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("assignments", nargs="*", metavar="ASSIGNMENT")
     s.add_argument("--device", default="auto", help="auto (a GPU where there is one), cpu, cuda or mps")
     s.set_defaults(handler=_check)
+
+    s = sub.add_parser("assign", help="student versions of the notebooks, with public checks, and the grader's material")
+    s.add_argument("assignments", nargs="*", metavar="ASSIGNMENT", help="default: all four")
+    s.add_argument("--output", required=True, metavar="DIR", help="DIR/student and DIR/grader")
+    s.add_argument("--seeds", type=int, default=3, help="reference runs at grading size that set the accuracy bands")
+    s.set_defaults(handler=_assign)
+
+    s = sub.add_parser("grade", help="grade submitted notebooks in a sandbox: grades.csv, grades.html, a folder each")
+    s.add_argument("submissions", nargs="+", metavar="SUBMISSION")
+    s.add_argument("--output", required=True, metavar="DIR", help="where grades go (and DIR/grader, by default)")
+    s.add_argument("--grader", metavar="DIR", help="the grader's material from `labs assign` (default DIR/grader)")
+    s.add_argument("--workers", type=int, default=1, help="submissions graded at once (default 1)")
+    s.add_argument("--scheduler", metavar="ADDRESS", help="grade on this Dask scheduler's workers instead")
+    s.add_argument("--timeout", type=float, default=600, help="seconds a submission's notebook may run (default 600)")
+    s.add_argument("--memory", type=float, default=4, help="GB a submission's process may take (default 4)")
+    s.add_argument("--no-sandbox", action="store_true", help="grade without bubblewrap (a warning says so)")
+    s.set_defaults(handler=_grade)
 
     s = sub.add_parser("data", help="datasets")
     data_sub = s.add_subparsers(dest="data_command", required=True)

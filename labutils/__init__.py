@@ -28,29 +28,20 @@ def in_notebook() -> bool:
 
 
 def _shown(shell, etype, value, tb, tb_offset=None):
-    """How an error shows in Jupyter: a LabsError as its sentence; a stop (KeyboardInterrupt) as one line; an error
-    raised through labutils or torch with those frames left out, so the student's own code and the notes (the
-    layer at fault: train.explain) are what shows."""
+    """How an error shows in Jupyter: a LabsError as its sentence, a stop as one line, any other error without the
+    frames of labutils and torch, so the student's own code and the notes (train.explain's layer) are what shows."""
     if issubclass(etype, (LabsError, KeyboardInterrupt)):
         return shell._showtraceback(etype, value, [str(value) if issubclass(etype, LabsError) else
                                                    "Stopped before this cell finished; run it again to do what it does."])
-    frames = []
+    stack, chain = [], None
     while tb is not None:
-        frames.append(tb)
-        tb = tb.tb_next
-    own = [t for t in frames if not t.tb_frame.f_code.co_filename.startswith(_LIBRARIES)]
-    chain = None
-    for t in reversed(own):
+        stack, tb = stack + [tb], tb.tb_next
+    for t in reversed([t for t in stack if not t.tb_frame.f_code.co_filename.startswith(_LIBRARIES)]):
         chain = types.TracebackType(chain, t.tb_frame, t.tb_lasti, t.tb_lineno)
-    shell._showtraceback(etype, value, shell.InteractiveTB.structured_traceback(etype, value, chain, tb_offset=tb_offset))
-
-
-def _libraries() -> tuple:
-    import importlib.util
-    torch = importlib.util.find_spec("torch")
-    return (os.path.dirname(__file__),) + ((os.path.dirname(torch.origin),) if torch and torch.origin else ())
+    shell._showtraceback(etype, value, shell.InteractiveTB.structured_traceback(etype, value, chain, tb_offset))
 
 
 if _kernel() is not None:
-    _LIBRARIES = _libraries()
+    import importlib.util
+    _LIBRARIES = (os.path.dirname(__file__), os.path.dirname(importlib.util.find_spec("torch").origin))
     _kernel().set_custom_exc((Exception, KeyboardInterrupt), _shown)

@@ -61,14 +61,13 @@ def describe(model: nn.Module, input_shape: tuple) -> str:
 
 
 def explain(error: BaseException, model: nn.Module, x: torch.Tensor, name: str = "", n_classes: int = 0) -> None:
-    """Add a note to `error`, raised while `model` (the lab's `name`) ran on inputs like `x`, naming where it lies:
-    the layer that raised it, its input and the layer before it; or, when a forward pass of `x` runs, its outputs
-    against the `n_classes` classes of the data."""
-    entered, outputs = [], {}
-    leaves = [(k, n, m) for k, (n, m) in enumerate((n, m) for n, m in model.named_modules()
-                                                    if next(m.children(), None) is None)]
-    hooks = [m.register_forward_pre_hook(lambda m, args, k=k: entered.append((k, args))) for k, _, m in leaves] + \
-            [m.register_forward_hook(lambda m, args, out, k=k: outputs.__setitem__(k, out)) for k, _, m in leaves]
+    """Note on `error` (raised while `model`, the lab's `name`, ran on inputs like `x`) where it lies: the layer
+    that raised it, what it was given and by which layer; or, when a forward pass runs, the outputs against the
+    classes."""
+    leaves = [(n, m) for n, m in model.named_modules() if next(m.children(), None) is None]
+    entered = []
+    hooks = [m.register_forward_pre_hook(lambda m, args, k=k: entered.append((k, args))) for k, (_, m) in
+             enumerate(leaves)]
     who = f"{name}: " if name else ""
     try:
         with torch.no_grad():
@@ -77,13 +76,11 @@ def explain(error: BaseException, model: nn.Module, x: torch.Tensor, name: str =
                 f"its last layer must give {n_classes}." if n_classes and out.dim() == 2 and out.shape[-1] != n_classes
                 else f"{who}a forward pass runs, so the error lies in the loss, the backward pass or the update.")
     except Exception:
-        k, args = entered[-1] if entered else (None, (x,))
+        k, args = entered[-1] if entered else (-1, (x,))
         given = " and ".join("x".join(map(str, a.shape)) for a in args if isinstance(a, torch.Tensor))
-        if k is None:
-            note = f"{who}the error is in the model's own forward, given {given}."
-        else:
-            before = f" by layer {leaves[k - 1][1]} ({type(leaves[k - 1][2]).__name__})" if k - 1 in outputs else ""
-            note = f"{who}the error is in layer {leaves[k][1]}, {leaves[k][2]!r}, which was given {given}{before}."
+        before = f" by layer {leaves[k - 1][0]} ({type(leaves[k - 1][1]).__name__})" if len(entered) > 1 else ""
+        note = (f"{who}the error is in layer {leaves[k][0]}, {leaves[k][1]!r}, which was given {given}{before}." if k >= 0
+                else f"{who}the error is in the model's own forward, given {given}, before its first layer ran.")
     finally:
         for hook in hooks:
             hook.remove()

@@ -50,11 +50,9 @@ def start(assignment: str, namespace: dict, gpu_advice: str = "") -> "Run":
 
 def named_models(assignment: str, params: dict) -> list:
     """The models a run's parameters ask for: what a finished run records."""
-    if assignment == "mnist_mlp":
-        return ["mlp"]
     if assignment == "mnist_cnn_ensemble":
         return [f"member {k + 1}" for k in range(params["members"])] + ["ensemble"]
-    return list(params["models"]) + (["ensemble"] if params.get("ensemble") else [])
+    return ["mlp"] if assignment == "mnist_mlp" else list(params["models"]) + ["ensemble"] * bool(params.get("ensemble"))
 
 
 class Run:
@@ -82,45 +80,39 @@ class Run:
         """The parameters that trained: as they stood when the last model was recorded (at the start, before)."""
         return list(self.trained_with.values())[-1] if self.trained_with else self.started_with
 
-    def _own(self, name: str, fits) -> bool:
-        """Whether every one of `fits` trained since the start cell; if not, one line says why `name` is not recorded."""
-        if all(f.run in (None, train.RUN) for f in fits):
-            return True
-        print(f"{name} is not recorded: it was trained before the start cell last ran, so it is not this run's; run "
-              f"its training cell again.")
-        return False
-
-    def _record(self, name: str, entry: dict) -> None:
+    def _record(self, name: str, fits, entry: dict) -> bool:
+        if any(f.run not in (None, train.RUN) for f in fits):
+            print(f"{name} is not recorded: it was trained before the start cell last ran, so it is not this run's; "
+                  f"run its training cell again.")
+            return False
         self.recorded[name] = entry
         self.trained_with[name] = {n: copy.deepcopy(self.namespace.get(n, v)) for n, v in self.started_with.items()}
+        return True
 
     def add(self, name: str, model, fit, test) -> None:
         """Record a trained model: parameters, work per image, test evaluation, training history and speed."""
-        if not self._own(name, [fit]):
-            return
         shape = summary(model, test.input_shape)
-        self.fits[name], self.evaluations[name], self.layers[name] = fit, test, shape["layers"]
-        self._record(name, self._entry(shape["parameters"], test, fit.train_samples_per_second, fit.history))
-        self.recorded[name].update(macs_per_image=shape["macs"], train_seconds=fit.train_seconds,
-                                 recipe=fit.recipe.record() if fit.recipe else None, network=repr(model),
-                                 val_images=fit.val_images, val_accuracy_batch_statistics=fit.batch_statistics,
-                                 note=fit.note)
-        print(f"{name}: test accuracy {test.accuracy:.2%}, test loss {test.loss:.4f}, "
-              f"{fit.train_samples_per_second:,.0f} training images per second")
+        if self._record(name, [fit], {**self._entry(shape["parameters"], test, fit.train_samples_per_second,
+                                                    fit.history),
+                                      "macs_per_image": shape["macs"], "train_seconds": fit.train_seconds,
+                                      "recipe": fit.recipe.record() if fit.recipe else None, "network": repr(model),
+                                      "val_images": fit.val_images, "note": fit.note,
+                                      "val_accuracy_batch_statistics": fit.batch_statistics}):
+            self.fits[name], self.evaluations[name], self.layers[name] = fit, test, shape["layers"]
+            print(f"{name}: test accuracy {test.accuracy:.2%}, test loss {test.loss:.4f}, "
+                  f"{fit.train_samples_per_second:,.0f} training images per second")
 
     def add_ensemble(self, name: str, members: dict, test, history=()) -> None:
         """Record models whose predictions were averaged; members: {label: (model, fit, test)}. Their parameters
         are summed, their training speed averaged; `history` is the ensemble's own (see train.ensemble_history)."""
         fits = [fit for _, fit, _ in members.values()]
-        if not self._own(name, fits):
-            return
-        self.ensembles[name] = {member: t.accuracy for member, (_, _, t) in members.items()}
-        self.evaluations[name] = test
-        self._record(name, self._entry(sum(count_parameters(m) for m, _, _ in members.values()), test,
-                                       sum(f.train_samples_per_second for f in fits) / len(fits), history))
-        for member, fit in zip(members, fits):
-            if not any(fit is known for known in self.fits.values()):   # a member trained above is there already
-                self.fits[member] = fit
+        if self._record(name, fits, self._entry(sum(count_parameters(m) for m, _, _ in members.values()), test,
+                                                sum(f.train_samples_per_second for f in fits) / len(fits), history)):
+            self.ensembles[name] = {member: t.accuracy for member, (_, _, t) in members.items()}
+            self.evaluations[name] = test
+            for member, fit in zip(members, fits):
+                if not any(fit is known for known in self.fits.values()):   # a member trained above is there already
+                    self.fits[member] = fit
 
     @staticmethod
     def _entry(parameters: int, test, speed: float, history) -> dict:
@@ -155,37 +147,31 @@ class Run:
             results_file.write(self.output_dir / "results.json", results_file.build(
                 self.assignment, self.started_with, status="running", env=self._env()))
 
-    def missing(self, expected: bool = True) -> dict:
-        """What did not finish since the start cell: trainings stopped or crashed (a record of that model made
-        before is no longer what the notebook trains) and, with `expected`, the models the parameters ask for that
-        are not recorded: name -> why."""
-        why = {name: attempt for name, attempt in train.ATTEMPTS.items() if isinstance(attempt, str)}
-        for name in named_models(self.assignment, self.params) if expected else ():
-            if name not in self.models:
-                why.setdefault(name, "not trained since the start cell")
-        return why
+    def unfinished(self, expected: bool = True) -> dict:
+        """name -> why, for what did not finish since the start cell: trainings stopped or crashed (a record made
+        before is no longer what the notebook trains) and, with `expected`, models the parameters ask for."""
+        asked = named_models(self.assignment, self.params) if expected else []
+        return {**{n: "not trained since the start cell" for n in asked if n not in self.models},
+                **{n: why for n, why in train.ATTEMPTS.items() if isinstance(why, str)}}
 
     def untrained(self, expected: bool = True) -> str:
-        """One line naming what did not finish (missing), or that nothing has been trained yet; '' when neither."""
-        why = self.missing(expected)
-        if why:
-            return "Not trained: " + "; ".join(f"{n} ({reason})" for n, reason in why.items()) + \
-                ". Run the cells that train them."
-        return "" if self.models else "No model has been trained since the start cell: run the training cells first."
+        """One line naming what did not finish, or that nothing has been trained yet; '' when neither."""
+        why = self.unfinished(expected)
+        return ("Not trained: " + "; ".join(f"{n} ({reason})" for n, reason in why.items()) + ". Run the cells that "
+                "train them." if why else "" if self.models else "No model has been trained since the start cell: "
+                "run the training cells first.")
 
     def results(self) -> dict:
-        why, models = self.missing(), {name: self._with_params(name, m) for name, m in self.models.items()}
+        why, params = self.unfinished(), self.params
+        models = {n: {**m, **({"params": own} if (own := {k: v for k, v in self.trained_with[n].items()
+                                                          if v != params.get(k)}) else {})}
+                  for n, m in self.models.items()}   # a model recorded with other values keeps those as its own
         errors = list(dict.fromkeys(f.error for n, f in self.fits.items() if f.status != "ok" and n in models))
         status = ("failed" if any(r.startswith(("crashed", "did not")) for r in why.values()) else "stopped" if why
                   else "diverged" if errors else "ok")
-        return results_file.build(self.assignment, self.params, status=status,
-                                  error=self.untrained() or " ".join(errors) or None, models=models, env=self._env(),
+        return results_file.build(self.assignment, params, status=status, models=models, env=self._env(),
+                                  error=self.untrained() or " ".join(errors) or None,
                                   wall_seconds=time.perf_counter() - self.started)
-
-    def _with_params(self, name: str, entry: dict) -> dict:
-        """A model's entry, with the parameters it was recorded with where they differ from the run's."""
-        own = {n: v for n, v in self.trained_with[name].items() if v != self.params.get(n)}
-        return {**entry, "params": own} if own else entry
 
     def _env(self) -> dict:
         fits = list(self.fits.values())
@@ -201,11 +187,10 @@ class Run:
         """Write results.json (when there is an output dir) and say how the run ended: a record with no model does
         not replace an earlier one that has models; parameters changed since the start cell are named."""
         results, lines = self.results(), []
-        changed = {n: (v, self.params[n]) for n, v in self.started_with.items() if self.params[n] != v}
+        changed = [f"{n} {label(v)} → {label(self.params[n])}" for n, v in self.started_with.items() if self.params[n] != v]
         if changed:
-            lines.append("The parameters changed after the start cell: " + ", ".join(
-                f"{n} {label(a)} → {label(b)}" for n, (a, b) in changed.items()) + "; the record gives the values "
-                "that trained.")
+            lines.append(f"The parameters changed after the start cell: {', '.join(changed)}; the record gives the "
+                         f"values that trained.")
         if self.output_dir:
             self._claim()
             keep = not results["models"] and isinstance(self.previous, dict) and self.previous.get("models")
@@ -213,9 +198,8 @@ class Run:
             if keep:
                 lines.append(f"No model was trained since the start cell, so results.json keeps the earlier run's "
                              f"record ({self.previous['status']}, finished {self.previous.get('finished')}).")
-        lines.append(("" if results["status"] == "ok" else "WARNING: ") +
-                     results_file.describe(results, " since the start cell"))
-        print("\n".join(lines))
+        print("\n".join(lines + [("" if results["status"] == "ok" else "WARNING: ") +
+                                 results_file.describe(results, " since the start cell")]))
         return results
 
 

@@ -29,10 +29,8 @@ LOSS_FUNCTIONS = {"cross_entropy": nn.functional.cross_entropy, "multi_margin": 
 # --- where and how precisely ----------------------------------------------------------------
 
 def pick_device(name: str = "auto", gpu_advice: str = "") -> torch.device:
-    """"auto" picks cuda if available, then Apple's mps, then cpu; a named device must exist.
-
-    gpu_advice: for a notebook meant for a GPU, what to lower on a CPU; on a CPU it prints one line saying so.
-    """
+    """"auto" picks cuda, then Apple's mps, then cpu; a named device must exist. gpu_advice: for a notebook meant for
+    a GPU, what to lower on a CPU, said there in one line."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
@@ -45,8 +43,7 @@ def pick_device(name: str = "auto", gpu_advice: str = "") -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and GPUs). On a CPU a seed repeats a run bit for bit; on CUDA some
-    kernels (atomic adds in backward passes) sum in varying order, so results agree to rounding, not bit for bit."""
+    """Seed Python, NumPy and torch: bit for bit on a CPU, to rounding on CUDA (atomic adds sum in varying order)."""
     random.seed(seed)
     numpy.random.seed(seed)
     torch.manual_seed(seed)
@@ -63,22 +60,17 @@ def cpu_flags() -> frozenset:
 
 
 def native_bf16(device_type: str, capability: tuple = (0, 0), flags: frozenset = frozenset()) -> bool:
-    """Whether a device computes bf16 matrix products natively: CUDA GPUs from Ampere on (capability 8.0); CPUs
-    with AMX's bf16 tiles (Intel Xeon from Sapphire Rapids on) or AVX512-BF16 (AMD Zen 4 and later, Intel Cooper
-    Lake): on the Zen 4 measured (benchmarks/results/speed-cpu.md), bf16 trained model2, model3 and the ensemble's
-    CNN 1.4-2.2x and the MLP 1.7x as fast as fp32, and the two LeNet-5s about as fast."""
+    """Whether a device computes bf16 matrix products natively: CUDA GPUs from Ampere on, CPUs with AMX or
+    AVX512-BF16 (where bf16 paid: benchmarks/results/speed-cpu.md)."""
     if device_type == "cuda":
         return capability[0] >= 8
     return device_type == "cpu" and bool({"amx_bf16", "avx512_bf16"} & set(flags))
 
 
 def precision_for(device: torch.device, precision: str = "auto") -> str:
-    """"bf16", "fp16" or "fp32": `precision` itself, or for "auto" bf16 where it is faster, decided from the hardware
-    and the measurements, never timed (so the same seed gives the same numbers on the same machine): CPUs that
-    compute bf16 natively, and CUDA GPUs that do (Ampere on) when the steps run as CUDA graphs. On an H200, bf16
-    was slower than fp32 in eager steps for every model of the course, and faster or level in captured ones
-    (README, Speed; benchmarks/results/gpu.md). fp16 (with a gradient scaler) is for GPUs without bf16, such as
-    Colab's T4; `auto` does not pick it, unmeasured there."""
+    """"bf16", "fp16" or "fp32": `precision` itself, or for "auto" bf16 where the hardware computes it natively (and on
+    CUDA, where the steps are captured graphs: eager bf16 was slower on an H200), never timed (README, Speed). fp16
+    is for GPUs without bf16, such as Colab's T4; `auto` never picks it."""
     check_choice("precision", precision, PRECISIONS)
     if precision != "auto":
         if precision != "fp32" and device.type == "mps":
@@ -99,9 +91,8 @@ def autocast(device: torch.device, precision: str):
 
 
 def channels_last(model: nn.Module, device: torch.device) -> bool:
-    """Whether `model` runs faster in the channels-last memory layout on `device`: conv nets on CUDA; on a CPU,
-    conv nets unless batch norm has few channels there (benchmarks/results/speed-cpu.md: the modified LeNet-5,
-    with 6- and 16-channel batch norm, is slower so, in fp32 and in bf16, on the AMD EPYC measured)."""
+    """Whether `model` runs faster channels-last on `device`: conv nets on CUDA; on a CPU, conv nets unless batch norm
+    has fewer than 32 channels (slower so: benchmarks/results/speed-cpu.md)."""
     layers = list(model.modules())
     if images_layout(device) == torch.channels_last:   # the images are so already (CUDA)
         return any(isinstance(m, nn.Conv2d) for m in layers)
@@ -115,8 +106,8 @@ CUDNN_AUTOTUNE = os.environ.get("LABS_CUDNN_AUTOTUNE", "0") == "1"
 
 
 def prepare(model: nn.Module, device: torch.device) -> str:
-    """Put `model` in the faster memory layout for `device` (see channels_last) and set cuDNN's autotuning on CUDA
-    (CUDNN_AUTOTUNE); returns the layout, "channels_last" or "contiguous"."""
+    """Put `model` in the faster memory layout for `device` and turn cuDNN's autotuning on where CUDNN_AUTOTUNE says;
+    returns the layout, "channels_last" or "contiguous"."""
     if device.type == "cuda" and CUDNN_AUTOTUNE:   # else the user's own setting stands (PyTorch's default: off)
         torch.backends.cudnn.benchmark = True
     if channels_last(model, device):

@@ -1,0 +1,139 @@
+"""An assignment's public checks, as a student's notebook runs them: what an exercise gives (a network's layers, a
+function's value on seeded inputs, a short run that must overfit a few dozen images) against what the reference gave,
+one line each. `labs assign` writes the cells that call `check` with the reference's numbers; `labs grade` runs the
+same in its own process, and more."""
+
+import inspect
+import math
+
+import torch
+from torch import nn
+
+from . import LabsError
+from .data import Data, Split, synthetic_images
+
+
+class NotWritten(LabsError):
+    """An exercise the student has not written yet (its stub)."""
+
+
+def network(obj):
+    """The network `obj` builds with its defaults (a function returning a module, or a module class), else None."""
+    built = obj() if callable(obj) and not all_required(obj) else None
+    return built if isinstance(built, nn.Module) and any(True for _ in built.parameters()) else None
+
+
+def all_required(obj) -> bool:
+    return any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+               for p in inspect.signature(obj).parameters.values())
+
+
+def probes(obj, shape: tuple) -> dict | None:
+    """Seeded inputs for `obj`'s parameters by name (model, split, optimizer, batch_size, x); None if one has none."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(shape[0], 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * shape[1] * shape[2], 10))
+    known = {"model": model, "split": Split(torch.randn(32, *shape), torch.randint(10, (32,))), "batch_size": 8,
+             "optimizer": torch.optim.SGD(model.parameters(), lr=0.1), "x": torch.randn(4, *shape)}
+    target = obj.forward if isinstance(obj, nn.Module) else obj
+    needed = [p.name for p in inspect.signature(target).parameters.values() if p.default is p.empty]
+    return {name: known[name] for name in needed} if set(needed) <= set(known) else None
+
+
+def fingerprint(value) -> object:
+    """A value as plain numbers: a tensor's shape, sum and mean magnitude; a module's parameters'; a dict's kinds."""
+    if isinstance(value, torch.Tensor):
+        return [list(value.shape), round(float(value.double().sum()), 4), round(float(value.double().abs().mean()), 6)]
+    if isinstance(value, nn.Module):
+        return [fingerprint(p.detach()) for p in value.parameters()]
+    if isinstance(value, dict):
+        return {str(k): getattr(v, "__name__", type(v).__name__) for k, v in value.items()}
+    return round(float(value), 6) if isinstance(value, (int, float)) else None
+
+
+def describe(obj, shape: tuple) -> dict:
+    """What an exercise gives: a network's layers (name, module, output shape, parameters) and parameter count; or
+    the value of a layer or function on seeded inputs (a function that returns nothing: the model it changed)."""
+    from .models import summary
+    built = network(obj)
+    if built is not None:
+        leaves, failed = [(n, m) for n, m in built.named_modules() if next(m.children(), None) is None], {}
+        try:
+            shapes = [list(row[2]) for row in summary(built, shape)["layers"]]
+        except Exception as e:   # the layers are still compared: the first that differs is named
+            shapes, failed = [None] * len(leaves), {"fails": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"}
+        return {"layers": [[n, repr(m), s, sum(p.numel() for p in m.parameters())] for (n, m), s in zip(leaves, shapes)],
+                "parameters": sum(p.numel() for p in built.parameters()), **failed}
+    if isinstance(obj, dict):
+        return {"value": fingerprint(obj)}
+    call = obj() if isinstance(obj, type) else obj   # a layer without weights is called on a batch
+    args = probes(call, shape) if callable(call) else None
+    if args is None:
+        return {}
+    torch.manual_seed(0)
+    with torch.no_grad() if "optimizer" not in args else torch.enable_grad():
+        value = call(**args)
+    return {"value": fingerprint(value if value is not None else args.get("model"))}
+
+
+def differences(expected: dict, found: dict) -> list:
+    """What differs between the reference's description and the student's, where; [] when nothing does."""
+    lines = []
+    for k, (want, got) in enumerate(zip(expected.get("layers", []), found.get("layers", []))):
+        if want[1] != got[1]:
+            before = f": the layer before it gives {'x'.join(map(str, expected['layers'][k - 1][2]))}" if k else ""
+            return [f"layer {got[0]}: {got[1]} where the reference has {want[1]}{before}"]
+        if want[2] != got[2] and got[2] is not None:
+            return [f"layer {got[0]} ({got[1]}) gives {'x'.join(map(str, got[2]))} where the reference's gives "
+                    f"{'x'.join(map(str, want[2]))}"]
+    if "fails" in found:
+        return [f"fails: {found['fails']}"]
+    if len(expected.get("layers", [])) != len(found.get("layers", [])):
+        lines.append(f"{len(found.get('layers', []))} layers where the reference has {len(expected['layers'])}")
+    if expected.get("parameters") != found.get("parameters"):
+        lines.append(f"{found.get('parameters')} parameters where the reference has {expected.get('parameters')}")
+    if "value" in expected and not close(expected["value"], found.get("value")):
+        lines.append(f"gives {found.get('value')} on the seeded inputs where the reference gives {expected['value']}")
+    return lines
+
+
+def close(a, b, tolerance: float = 1e-3) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=tolerance, abs_tol=tolerance)
+    if isinstance(a, list) and isinstance(b, list) or isinstance(a, dict) and isinstance(b, dict):
+        return len(a) == len(b) and all(close(x, y) for x, y in (zip(a, b) if isinstance(a, list) else
+                                                                  ((a[k], b.get(k)) for k in a)))
+    return a == b
+
+
+def overfit(obj, shape: tuple, images: int = 16, epochs: int = 50) -> float:
+    """The accuracy on `images` seeded synthetic images of the network `obj` builds, after a short run on them alone."""
+    from . import train
+    torch.manual_seed(0)
+    model = network(obj)
+    x, y = synthetic_images(images, shape)
+    split = Split((x.float() / 255 - 0.5) / 0.5, y)
+    data = Data("overfit", "synthetic", tuple(range(10)), (0.5,), (0.5,), split, Split(x[:0].float(), y[:0]), split)
+    train.fit(model, data, train.Recipe(epochs=epochs, batch_size=16, precision="fp32"), progress=False)
+    return train.evaluate(model, split).accuracy
+
+
+def check(name: str, obj, expected: dict) -> list:
+    """Run the public checks of exercise `name` (what the student's cell defined) against the reference's numbers,
+    printing one line each: passed, or what differs and where. Returns [(check, passed)]."""
+    shape, results = tuple(expected["shape"]), []
+    try:
+        if isinstance(obj, dict) and not obj:
+            raise NotWritten(f"{name} is not written yet: it is empty.")
+        found = describe(obj, shape)
+        lines = differences(expected, found)
+        results.append(("matches the reference", not lines))
+        print(f"{name}: " + ("matches the reference" if not lines else "; ".join(lines)))
+        if "overfit" in expected and not lines:
+            accuracy = overfit(obj, shape)
+            results.append(("overfits 16 images", accuracy >= expected["overfit"] - 0.1))
+            print(f"{name}: {accuracy:.0%} on the 16 images it trained on (the reference: {expected['overfit']:.0%})")
+    except Exception as e:   # a stub, or code that fails: one line, never a traceback
+        why = str(e) if isinstance(e, NotWritten) else f"fails: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        results.append(("matches the reference", False))
+        print(f"{name}: {why}" if not why.startswith(name) else why)
+    return results
