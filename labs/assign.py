@@ -21,7 +21,7 @@ from labutils.results import write_atomic
 from labutils.vocab import DATASET_OF
 
 from .lessons import MARK
-from .params import assignments, notebook, smoke_values
+from .params import assignments, notebook, resolve
 
 SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 
@@ -115,33 +115,35 @@ def student_version(assignment: str) -> tuple:
     return nb, "\n\n".join(sources), expected
 
 
-def band(assignment: str, seeds: int) -> dict:
-    """Each model's test accuracy, run by the reference notebook at grading size (its smoke parameters) with seeds
-    0 to seeds - 1 on this machine: {model: [lowest, highest]}, widened by twice the binomial standard error."""
+def band(assignment: str, params: dict, seeds: int) -> dict:
+    """Each model's test accuracy, run by the reference notebook at grading size (`params`) with seeds 0 to
+    seeds - 1 on this machine: {model: [lowest, highest]}, widened by twice the binomial standard error."""
     from .runner import run
     found = {}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(seeds):
-            results = run(assignment, {**smoke_values(assignment), "seed": seed}, Path(tmp) / str(seed), stream=False)
+            results = run(assignment, {**params, "seed": seed}, Path(tmp) / str(seed), stream=False)
             if results["status"] != "ok":
                 raise LabsError(f"The reference {assignment} did not run at grading size ({results['error']}).")
             for name, m in results["models"].items():
                 found.setdefault(name, []).append(m["test_accuracy"])
-    n_test = smoke_values(assignment).get("n_test", 200)
+    n_test = params["n_test"]
     return {name: [min(a) - noise(statistics.mean(a), n_test), max(a) + noise(statistics.mean(a), n_test)]
             for name, a in found.items()}
 
 
-def assign(names: list, output: Path, seeds: int = 3) -> list:
-    """Write OUTPUT/student/<notebook> and OUTPUT/grader/<assignment>.json for each assignment; returns the paths."""
+def assign(names: list, output: Path, seeds: int = 3, overrides: dict | None = None) -> list:
+    """Write OUTPUT/student/<notebook> and OUTPUT/grader/<assignment>.json for each assignment; returns the paths.
+    Grading size: each assignment's smoke parameters, with `overrides`."""
     written = []
     for assignment in names or list(assignments()):
+        params = resolve(assignment, [], overrides or {}, smoke=True)
         nb, source, expected = student_version(assignment)
         student = output / "student" / notebook(assignment).name
         write_atomic(student, nbformat.writes(nb))
         grader = output / "grader" / f"{assignment}.json"
         material = {"assignment": assignment, "shape": list(shape_of(assignment)), "reference": source,
-                    "public": expected, "params": smoke_values(assignment), "band": band(assignment, seeds)}
+                    "public": expected, "params": params, "band": band(assignment, params, seeds)}
         write_atomic(grader, json.dumps(material, indent=1) + "\n")
         written += [student, grader]
     return written

@@ -164,7 +164,9 @@ def _check(args) -> int:
 
 def _assign(args) -> int:
     from .assign import assign
-    for path in assign(args.assignments, Path(args.output), seeds=args.seeds):
+    from .params import parse_value
+    overrides = {name: parse_value(value) for name, value in args.p}
+    for path in assign(args.assignments, Path(args.output), args.seeds, overrides):
         print(f"wrote {path}")
     return 0
 
@@ -268,6 +270,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("assignments", nargs="*", metavar="ASSIGNMENT", help="default: all four")
     s.add_argument("--output", required=True, metavar="DIR", help="DIR/student and DIR/grader")
     s.add_argument("--seeds", type=int, default=3, help="reference runs at grading size that set the accuracy bands")
+    s.add_argument("-p", action="append", nargs=2, default=[], metavar=("NAME", "VALUE"),
+                   help="a parameter of the grading size (default: the assignment's smoke parameters)")
     s.set_defaults(handler=_assign)
 
     s = sub.add_parser("grade", help="grade submitted notebooks in a sandbox: grades.csv, grades.html, a folder each")

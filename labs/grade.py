@@ -137,7 +137,7 @@ def run_checks(exercises: Path, material: dict) -> dict:
             obj = obj and functools.partial(obj, **expected["kwargs"])
             ref = functools.partial(ref, **expected["kwargs"])
         with redirect_stdout(io.StringIO()):
-            public = checks.check(name, obj, expected) if obj is not None else [("matches the reference", False)]
+            public = checks.run(name, obj, expected) if obj is not None else [("matches the reference", False)]
         found.update({f"{name}: {check}": passed for check, passed in public})
         if "overfit" in expected and len(public) == 1:
             found[f"{name}: overfits 16 images"] = False

@@ -117,9 +117,14 @@ def overfit(obj, shape: tuple, images: int = 16, epochs: int = 50) -> float:
     return train.evaluate(model, split).accuracy
 
 
-def check(name: str, obj, expected: dict) -> list:
-    """Run the public checks of exercise `name` (what the student's cell defined) against the reference's numbers,
-    printing one line each: passed, or what differs and where. Returns [(check, passed)]."""
+def check(name: str, obj, expected: dict) -> None:
+    """The public checks of exercise `name` (what the student's cell defined) against the reference's numbers, one
+    line each: passed, or what differs and where."""
+    run(name, obj, expected)
+
+
+def run(name: str, obj, expected: dict) -> list:
+    """check's lines, printed, and its results: [(check, passed)]."""
     shape, results = tuple(expected["shape"]), []
     try:
         if isinstance(obj, dict) and not obj:
