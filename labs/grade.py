@@ -247,7 +247,8 @@ def grade_one(submission: str, output: str, material_path: str, slot: int = 0, s
 
 def grade(submissions: list, output: Path, material: Path, workers: int = 1, scheduler: str | None = None,
           sandbox: bool = True, timeout: float = 600, memory_gb: float = 4) -> list:
-    """Grade every submission (each never stops the others), then write grades.csv and grades.html."""
+    """Grade every submission (each never stops the others), then write grades.csv and grades.html of every
+    submission graded into `output` so far."""
     if sandbox:
         sandbox_ready()
     else:
@@ -265,7 +266,7 @@ def grade(submissions: list, output: Path, material: Path, workers: int = 1, sch
     for row in rows:
         print(f"{row['submission']}: {row['points']} of {row['max_points']} points"
               + (f" ({row['status']}: {row['reason']})" if row["reason"] else ""))
-    write_tables(rows, output)
+    write_tables([json.loads(p.read_text()) for p in sorted((output / "graded").glob("*/grade.json"))], output)
     return rows
 
 

@@ -1,8 +1,5 @@
-"""The library the course notebooks import: data, models, training, reports and analysis (see README, "Layout").
-
-In Jupyter and Colab, a LabsError shows as its one sentence, not as a traceback, and so does a stop; the cell still
-fails, so Run All and papermill stop there. Other errors show without labutils' and torch's own frames.
-"""
+"""The library the course notebooks import (README, "Layout"). In Jupyter a LabsError shows as its one sentence, a
+stop as one line, other errors without labutils' and torch's frames; the cell still fails."""
 
 import os
 import sys
@@ -22,14 +19,12 @@ def _kernel():
 
 
 def in_notebook() -> bool:
-    """Whether a person reads this run in Jupyter or Colab (or its papermill output), rather than `labs`, whose
-    kernels have LABS_BATCH set, or a terminal."""
+    """Whether a person reads this in Jupyter or Colab, not `labs` (LABS_BATCH) or a terminal."""
     return not os.environ.get("LABS_BATCH") and _kernel() is not None
 
 
 def _shown(shell, etype, value, tb, tb_offset=None):
-    """How an error shows in Jupyter: a LabsError as its sentence, a stop as one line, any other error without the
-    frames of labutils and torch, so the student's own code and the notes (train.explain's layer) are what shows."""
+    """How an error shows in Jupyter: a LabsError or a stop as one line; others without labutils' and torch's frames."""
     if issubclass(etype, (LabsError, KeyboardInterrupt)):
         return shell._showtraceback(etype, value, [str(value) if issubclass(etype, LabsError) else
                                                    "Stopped before this cell finished; run it again to do what it does."])

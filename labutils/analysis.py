@@ -1,8 +1,5 @@
-"""Sentences about a run, written from its own numbers, so a report's analysis can never contradict them.
-
-`write(run, classes)` is a notebook's whole analysis; the functions it uses take plain numbers (results.json's
-models, histories, confusion matrices), so each sentence can be tested against them.
-"""
+"""Sentences about a run, written from its own numbers, so the analysis never contradicts them; write(run, classes)
+is a notebook's whole analysis, and each part takes plain numbers that tests check it against."""
 
 import math
 
@@ -35,8 +32,7 @@ def _names(names: list) -> str:
 # --- the models against each other --------------------------------------------------------
 
 def ranking(accuracies: dict, diverged=()) -> str:
-    """The models of `accuracies` (all of a run's) by test accuracy: the most accurate, and by how much over each
-    other one; a diverged model is named as such, not ranked."""
+    """The models by test accuracy: the most accurate, by how much over each other; a diverged one named, not ranked."""
     healthy = {n: a for n, a in accuracies.items() if n not in diverged}
     sentences = []
     if len(healthy) == 1:
@@ -92,8 +88,7 @@ def against_report(accuracies: dict, reported_numbers: dict, source: str = "the 
 
 
 def ensemble_gain(members: dict, ensemble: float, name: str = "ensemble") -> str:
-    """Markdown: each member's test accuracy, their mean, the ensemble's, and its gain over the mean and the best
-    member."""
+    """Markdown: each member's test accuracy, their mean, the ensemble's, and its gain over both."""
     mean, best = sum(members.values()) / len(members), max(members.values())
     rows = "\n".join(f"| {member} | {pct(accuracy)} |" for member, accuracy in members.items())
     gain = 100 * (ensemble - best)
@@ -109,10 +104,9 @@ def ensemble_gain(members: dict, ensemble: float, name: str = "ensemble") -> str
 
 def learning_curve(name: str, history: list, n_classes: int = 10, val_images: int = 0,
                    batch_statistics: float | None = None) -> str:
-    """What a model's curves say: overfitting, underfitting (still learning at the end), batch norm's running
-    statistics not yet right, a validation split too small to tell, or none of these; never two that contradict each
-    other. val_images: the validation split's size (0: unknown); a gap within its noise is no verdict.
-    batch_statistics: the validation accuracy with batch norm's batch statistics, where the net has it."""
+    """What a model's curves say: over- or underfitting, batch norm's running statistics not yet right (batch_statistics:
+    the validation accuracy with batch statistics), or a validation split of val_images too small to tell; never
+    two that contradict each other."""
     rows = [r for r in history if r.get("val_loss") is not None]
     if len(rows) < 2:
         return f"**{name}**: too few evaluations to read a curve from."
@@ -159,8 +153,7 @@ def learning_curve(name: str, history: list, n_classes: int = 10, val_images: in
 
 
 def noise(accuracy: float, n: int) -> float:
-    """Twice the binomial standard error of an accuracy measured on n images (with a prior of one right and one
-    wrong, so a perfect score on a few images is not certain): a difference below it may be chance."""
+    """Twice the binomial standard error of an accuracy on n images (one right, one wrong as a prior)."""
     p = (accuracy * n + 1) / (n + 2)
     return 2 * math.sqrt(p * (1 - p) / max(n, 1))
 
@@ -172,9 +165,8 @@ def divergence(fits: dict) -> str:
 
 
 def extremes(histories: dict, loss_scale: float = 1.0) -> str:
-    """Markdown, as the MNIST ensemble report tabulates its runs: for each network, the minimum test loss and the
-    maximum test accuracy over the evaluations, each with its iteration and the other metric there, and the final
-    test accuracy. loss_scale multiplies the losses (the report sums them over the test set)."""
+    """Markdown, as the MNIST ensemble report tabulates: each network's lowest test loss and highest test accuracy,
+    with their iterations and the other metric there, and the final accuracy (losses times loss_scale)."""
     lines = ["| network | minimum test loss (iteration) | accuracy there | maximum test accuracy (iteration) | "
              "loss there | final test accuracy |", "|---|---:|---:|---:|---:|---:|"]
     for name, history in histories.items():
@@ -199,8 +191,7 @@ def most_confused(confusion, classes, k: int = 5) -> list:
 
 
 def confusions(confusion, classes, k: int = 3, name: str = "") -> str:
-    """The k most frequent mistakes of a confusion matrix (rows: true class) of model `name` (if given), and their
-    share of all mistakes."""
+    """The k most frequent mistakes of a confusion matrix (rows: true class), and their share of all mistakes."""
     errors = int(torch.as_tensor(confusion).sum() - torch.as_tensor(confusion).trace())
     if not errors:
         return f"**{name}** misclassified no test image." if name else "No test image was misclassified."
@@ -261,8 +252,7 @@ def describe_recipe(recipe) -> str:
 
 
 def fcn_against_cnn(models: dict, layers: dict, device: str, fcn: str = "fcn", cnn: str = "lenet5") -> str:
-    """Lab 02's comparison of the fully connected net and LeNet-5, in this run's numbers: connectivity, weight
-    sharing, parameters and memory, compute, time and accuracy. `layers`: models.summary's rows per model."""
+    """Lab 02's fully connected net against LeNet-5 in this run's numbers (`layers`: models.summary's rows)."""
     if not {fcn, cnn} <= set(models):
         return f"Train both {fcn} and {cnn} (the `models` parameter) to compare them here."
     fc, cv = models[fcn], models[cnn]
@@ -297,8 +287,7 @@ outputs of all layers (kept for the backward pass) take {memory[fcn] / 1e3:.1f} 
 # --- a notebook's analysis ----------------------------------------------------------------
 
 def grading(fit, layers: list, params: dict, accuracy: float, goal: float) -> str:
-    """Lab 01's grading points, each met or not, from what trained: the fit's recipe, the network's layers
-    (models.summary's rows), the initialization the parameters name, and the test accuracy."""
+    """Lab 01's grading points, met or not, from what trained: its recipe, layers, initialization and accuracy."""
     kinds = [row[1] for row in layers]
     checks = {
         "at least 3 hidden layers": kinds.count("Linear") - 1 >= 3,

@@ -1,7 +1,5 @@
-"""An assignment's public checks, as a student's notebook runs them: what an exercise gives (a network's layers, a
-function's value on seeded inputs, a short run that must overfit a few dozen images) against what the reference gave,
-one line each. `labs assign` writes the cells that call `check` with the reference's numbers; `labs grade` runs the
-same in its own process, and more."""
+"""An assignment's public checks as a student's notebook runs them: what an exercise gives against what the reference
+gave (`labs assign` writes the cells that call `check`; `labs grade` runs the same in its own process, and more)."""
 
 import inspect
 import math
@@ -19,19 +17,17 @@ class NotWritten(LabsError):
 
 def network(obj):
     """The network `obj` builds with its defaults (a function returning a module, or a module class), else None."""
-    built = obj() if callable(obj) and not all_required(obj) else None
+    needs = callable(obj) and any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                                  for p in inspect.signature(obj).parameters.values())
+    built = obj() if callable(obj) and not needs else None
     return built if isinstance(built, nn.Module) and any(True for _ in built.parameters()) else None
-
-
-def all_required(obj) -> bool:
-    return any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-               for p in inspect.signature(obj).parameters.values())
 
 
 def probes(obj, shape: tuple) -> dict | None:
     """Seeded inputs for `obj`'s parameters by name (model, split, optimizer, batch_size, x); None if one has none."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(shape[0], 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * shape[1] * shape[2], 10))
+    model = nn.Sequential(nn.Conv2d(shape[0], 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * shape[1] * shape[2], 10))
     known = {"model": model, "split": Split(torch.randn(32, *shape), torch.randint(10, (32,))), "batch_size": 8,
              "optimizer": torch.optim.SGD(model.parameters(), lr=0.1), "x": torch.randn(4, *shape)}
     target = obj.forward if isinstance(obj, nn.Module) else obj
@@ -51,8 +47,7 @@ def fingerprint(value) -> object:
 
 
 def describe(obj, shape: tuple) -> dict:
-    """What an exercise gives: a network's layers (name, module, output shape, parameters) and parameter count; or
-    the value of a layer or function on seeded inputs (a function that returns nothing: the model it changed)."""
+    """What an exercise gives: a network's layers and parameters, or a function's value on seeded inputs."""
     from .models import summary
     built = network(obj)
     if built is not None:
@@ -61,8 +56,9 @@ def describe(obj, shape: tuple) -> dict:
             shapes = [list(row[2]) for row in summary(built, shape)["layers"]]
         except Exception as e:   # the layers are still compared: the first that differs is named
             shapes, failed = [None] * len(leaves), {"fails": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"}
-        return {"layers": [[n, repr(m), s, sum(p.numel() for p in m.parameters())] for (n, m), s in zip(leaves, shapes)],
-                "parameters": sum(p.numel() for p in built.parameters()), **failed}
+        return {"layers": [[n, repr(m), s, sum(p.numel() for p in m.parameters())]
+                           for (n, m), s in zip(leaves, shapes)], "parameters": sum(p.numel() for p in built.parameters()),
+                **failed}
     if isinstance(obj, dict):
         return {"value": fingerprint(obj)}
     call = obj() if isinstance(obj, type) else obj   # a layer without weights is called on a batch
@@ -77,7 +73,6 @@ def describe(obj, shape: tuple) -> dict:
 
 def differences(expected: dict, found: dict) -> list:
     """What differs between the reference's description and the student's, where; [] when nothing does."""
-    lines = []
     for k, (want, got) in enumerate(zip(expected.get("layers", []), found.get("layers", []))):
         if want[1] != got[1]:
             before = f": the layer before it gives {'x'.join(map(str, expected['layers'][k - 1][2]))}" if k else ""
@@ -87,13 +82,14 @@ def differences(expected: dict, found: dict) -> list:
                     f"{'x'.join(map(str, want[2]))}"]
     if "fails" in found:
         return [f"fails: {found['fails']}"]
-    if len(expected.get("layers", [])) != len(found.get("layers", [])):
-        lines.append(f"{len(found.get('layers', []))} layers where the reference has {len(expected['layers'])}")
-    if expected.get("parameters") != found.get("parameters"):
-        lines.append(f"{found.get('parameters')} parameters where the reference has {expected.get('parameters')}")
-    if "value" in expected and not close(expected["value"], found.get("value")):
-        lines.append(f"gives {found.get('value')} on the seeded inputs where the reference gives {expected['value']}")
-    return lines
+    layers, want = len(found.get("layers", [])), len(expected.get("layers", []))
+    return [line for wrong, line in (
+        (layers != want, f"{layers} layers where the reference has {want}"),
+        (expected.get("parameters") != found.get("parameters"),
+         f"{found.get('parameters')} parameters where the reference has {expected.get('parameters')}"),
+        ("value" in expected and not close(expected["value"], found.get("value")),
+         f"gives {found.get('value')} on the seeded inputs where the reference gives {expected.get('value')}"))
+        if wrong]
 
 
 def close(a, b, tolerance: float = 1e-3) -> bool:
@@ -118,8 +114,7 @@ def overfit(obj, shape: tuple, images: int = 16, epochs: int = 50) -> float:
 
 
 def check(name: str, obj, expected: dict) -> None:
-    """The public checks of exercise `name` (what the student's cell defined) against the reference's numbers, one
-    line each: passed, or what differs and where."""
+    """Exercise `name`'s public checks against the reference's numbers, one line each: passed, or what differs."""
     run(name, obj, expected)
 
 

@@ -1,10 +1,5 @@
-"""Datasets as in-memory tensors: where they live, download, their real file formats, synthetic data.
-
-Files are read by our own small readers of the real formats (MNIST's idx files, gzipped or not; CIFAR-10's
-pickled batches), so files placed by hand in torchvision's layout are used as they are, whatever their size.
-torchvision is imported only to download. Synthetic data is written in the same formats and read
-back by the same readers, so a smoke run exercises the real loading path.
-"""
+"""Datasets as in-memory tensors: where they live, download, their real file formats (read by our own small readers,
+so files placed by hand are used as they are), and synthetic data written in the same formats."""
 
 import contextlib
 import gzip
@@ -127,8 +122,7 @@ SYNTHETIC_LABEL = "synthetic (labutils)"
 
 
 class _BatchUnpickler(pickle.Unpickler):
-    """Unpickles what a CIFAR-10 batch holds (dicts, lists, strings, bytes, numbers, NumPy arrays) and nothing else:
-    a file that names any other class or function is refused before anything in it can run."""
+    """Unpickles what a CIFAR-10 batch holds and nothing else: no other class or function can run."""
     ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
                ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.numeric", "_frombuffer"),
                ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}
@@ -244,8 +238,7 @@ def fetch(name: str, path: str = "") -> Path:
 
 @contextlib.contextmanager
 def download_lock(root: Path, name: str):
-    """Hold `root`/.labs-download-<name>.lock while a dataset downloads: other processes wait for it (POSIX; where
-    file locks are missing, as on Windows, downloads are not serialized)."""
+    """Hold a lock file while a dataset downloads: another process waits for it (POSIX only)."""
     with open(root / f".labs-download-{name}.lock", "w") as lock:
         try:
             import fcntl
@@ -269,12 +262,8 @@ def _missing(spec: Dataset, root: Path, what: str) -> str:
 # --- synthetic data -----------------------------------------------------------------------
 
 def synthetic_images(n: int, shape: tuple, n_classes: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Learnable uint8 images: a fixed smooth pattern per class, randomly shifted (by up to a fifth of the image),
-    dimmed and noised: learnable far above chance, yet not to 100 % by every model in a smoke run's few hundred
-    images and two epochs, so the labs' comparisons mean something offline.
-
-    The patterns are mirror-symmetric, so a horizontal flip (an augmentation) keeps an image in its class.
-    """
+    """Learnable uint8 images: a mirror-symmetric pattern per class (a flip keeps the class), shifted by up to a fifth
+    of the image, dimmed and noised: far above chance, yet not 100 % for every model in a smoke run."""
     channels, height, width = shape
     patterns = torch.rand(n_classes, channels, height // 4, width // 4, generator=torch.Generator().manual_seed(1234))
     patterns = torch.nn.functional.interpolate(patterns, size=(height, width), mode="bilinear", align_corners=False)
@@ -338,10 +327,7 @@ class Data:
 
 def load(name: str, path: str = "", *, download: bool = True, synthetic: bool = False, n_train: int = 0,
          n_test: int = 0, val_fraction: float = 0.1, seed: int = 0, device="cpu") -> Data:
-    """Load dataset `name` into memory on `device`, with a validation split of the training set fixed by `seed`.
-
-    n_train / n_test: how many images to keep (0 = all; for synthetic data, 0 = 1,000 / 500).
-    """
+    """Dataset `name` on `device`, validation split by `seed`; n_train, n_test: images kept (0: all; synthetic 1,000, 500)."""
     spec = _dataset(name)
     if synthetic:
         with tempfile.TemporaryDirectory() as tmp:
@@ -384,8 +370,7 @@ def load(name: str, path: str = "", *, download: bool = True, synthetic: bool = 
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Random horizontal flips and random shifts of up to `shift` pixels (crops of the image reflect-padded by
-    `shift`), applied to each training batch as a whole, on its device: call it on a batch."""
+    """Random horizontal flips and shifts of up to `shift` pixels of whole training batches: call it on a batch."""
     flip: bool = True
     shift: int = 0
 
@@ -404,8 +389,7 @@ def augmentation(flip: bool = True, shift: int = 0) -> Augmentation | None:
 
 
 def augment(x: torch.Tensor, crop_padding: int = 4, flip: bool = True) -> torch.Tensor:
-    """Random crops (of the image reflect-padded by `crop_padding`) and random horizontal flips, for a whole
-    batch at once, on the batch's device: no per-image work."""
+    """Random crops of the reflect-padded image and random flips, of a whole batch at once on its device."""
     n, _, height, width = x.shape
     if flip:
         flipped = torch.rand(n, device=x.device) < 0.5
@@ -423,8 +407,7 @@ def augment(x: torch.Tensor, crop_padding: int = 4, flip: bool = True) -> torch.
 
 
 def images_layout(device: torch.device) -> torch.memory_format:
-    """The memory layout of images on `device`, the one place it is decided: channels-last on CUDA, where every
-    conv net runs so (train.channels_last); contiguous elsewhere, where each model picks its own layout."""
+    """The memory layout of images on `device`: channels-last on CUDA, contiguous elsewhere."""
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
@@ -435,9 +418,7 @@ def batches(split: Split, batch_size: int):
 
 
 class Shuffled:
-    """Training batches of any size, taken in turn from random orders of a split: a new order each time the last
-    one runs out (an epoch), so batches of a fixed size are exactly the epochs' batches; the last one of an epoch
-    may be smaller."""
+    """Batches of any size from random orders of a split, a new order each epoch: a fixed size gives the epochs'."""
 
     def __init__(self, split: Split):
         self.split, self.order, self.at = split, None, 0

@@ -22,10 +22,7 @@ def macs(module: nn.Module, output: torch.Tensor) -> int:
 
 
 def summary(model: nn.Module, input_shape: tuple) -> dict:
-    """Run one image through `model` and list each layer's output shape, parameters and MACs.
-
-    Returns {"layers": [(name, kind, output shape, parameters, macs), ...], "parameters": int, "macs": int}.
-    """
+    """One image through `model`: {"layers": [(name, kind, output shape, parameters, macs)], "parameters", "macs"}."""
     rows, hooks = [], []
     for name, module in model.named_modules():
         if next(module.children(), None) is None:  # leaf layers only
@@ -61,9 +58,7 @@ def describe(model: nn.Module, input_shape: tuple) -> str:
 
 
 def explain(error: BaseException, model: nn.Module, x: torch.Tensor, name: str = "", n_classes: int = 0) -> None:
-    """Note on `error` (raised while `model`, the lab's `name`, ran on inputs like `x`) where it lies: the layer
-    that raised it, what it was given and by which layer; or, when a forward pass runs, the outputs against the
-    classes."""
+    """Note on `error` where it lies in `model` (the layer that raised it), or its outputs against the classes."""
     leaves = [(n, m) for n, m in model.named_modules() if next(m.children(), None) is None]
     entered = []
     hooks = [m.register_forward_pre_hook(lambda m, args, k=k: entered.append((k, args))) for k, (_, m) in

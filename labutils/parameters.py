@@ -1,9 +1,5 @@
-"""The parameter rules, in one place for both ways a notebook runs: `labs` checks a run's parameters before the
-notebook starts, and every notebook checks its own as its first step (`check_notebook`, called by report.start),
-so an edited parameters cell, plain papermill and nbval meet the same one-line errors as `labs`.
-
-No torch here: `labs` reads these rules without importing it.
-"""
+"""The parameter rules, in one place: `labs` checks a run's parameters before the notebook starts, and every notebook
+its own as its first step (check_notebook), with the same one-line errors. No torch here."""
 
 import ast
 import io
@@ -32,8 +28,7 @@ class Parameter:
 
 
 def read_cell(source: str) -> dict:
-    """The parameters that a `parameters` cell declares, by name, as papermill reads them (`papermill
-    --help-notebook`): one annotated assignment per line, its trailing comment the help."""
+    """The parameters a `parameters` cell declares, as papermill reads them: `name: type = default  # help`."""
     comments = {t.start[0]: t.string.lstrip("#").strip()
                 for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.COMMENT}
     found = {}
@@ -108,8 +103,7 @@ def _typed(p: Parameter, value):
 
 
 def validate(assignment: str, values: dict, params: dict, hint: str = "") -> dict:
-    """Check the names, types and ranges of `values` against `params`, the notebook's declarations; returns
-    them typed. hint: where the user can see every parameter, for an unknown name."""
+    """Check the names, types and ranges of `values` against the declared `params`; them typed, or a LabsError."""
     rules, choices = _rules(assignment), _choices(assignment)
     checked = {}
     for name, value in values.items():
@@ -163,8 +157,7 @@ def where_parameters(assignment: str) -> str:
 # --- a notebook's own check ---------------------------------------------------------------------
 
 def _literal_assignments(source: str) -> list | None:
-    """The names a cell of plain `name = value` lines assigns (papermill's injected cell), or None for any other
-    cell."""
+    """The names a cell of plain `name = value` lines assigns, or None for any other cell."""
     try:
         body = ast.parse(source).body
     except SyntaxError:
@@ -183,9 +176,8 @@ def _literal_assignments(source: str) -> list | None:
 
 def notebook_cells(namespace: dict, assignment: str = "") -> tuple:
     """From the kernel's history (IPython's `In`): the declarations of the parameters cell that ran last (a line that
-    assigns one of the notebook's parameters declares it, annotated or not: declared.py), and the names that the cells of plain assignments run
-    after it (papermill's injected parameters, a student's own) set beside them. ({}, []) when there is no such
-    history."""
+    assigns a parameter declares it, annotated or not) and the names later cells of plain assignments set (papermill's
+    injected ones, a student's); ({}, []) without such history."""
     history = [cell for cell in namespace.get("In", [])[:-1] if isinstance(cell, str)]   # the last is this cell
     given = []
     for source in reversed(history):
@@ -213,12 +205,8 @@ def _literal_assignments_in(source: str) -> list:
 
 
 def check_notebook(assignment: str, namespace: dict) -> dict:
-    """A notebook's first step: its parameters as the cells above set them, checked by the rules `labs` uses, or
-    one LabsError; returns them (JSON-friendly values, by name).
-
-    The declarations come from the parameters cell as it ran (an edited cell too), else from the namespace's
-    annotations; a name set beside them that the cell does not declare (a typo, papermill's `-p lrr 0.1`) is
-    refused with the closest valid name."""
+    """A notebook's first step: its parameters as the cells above set them, checked by the rules `labs` uses (a name
+    the parameters cell does not declare is refused with the closest one), as a dict, or one LabsError."""
     declared, given = notebook_cells(namespace, assignment)
     if not declared:   # no history: the annotations of the parameters cell
         declared = {name: Parameter(name, getattr(kind, "__name__", str(kind)), namespace.get(name), "")

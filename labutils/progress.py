@@ -1,10 +1,5 @@
-"""Progress of long work, shown where it is read:
-
-- in Jupyter and Colab, a live bar that is replaced by its closing line, so the saved notebook (and its HTML)
-  keeps one line per epoch and no bar;
-- on a terminal, a bar redrawn in place on stderr that vanishes when done, then the closing line;
-- in a log, a pipe or a `labs` run (LABS_BATCH is set for its kernels), the closing lines only.
-"""
+"""Progress of long work where it is read: in Jupyter a live bar replaced by its closing line (the saved notebook keeps
+one line per epoch); on a terminal a bar on stderr that vanishes; in a log or a `labs` run, the lines only."""
 
 import os
 import sys

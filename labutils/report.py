@@ -1,6 +1,4 @@
-"""A notebook's run and what it shows: the Run (its parameters, models, figures, and its results.json), the
-figures (curves, confusion matrix, samples, misclassified images, per-class accuracy), and one-call views of
-them for the notebooks (show_*)."""
+"""A notebook's run and what it shows: the Run and its results.json, the figures, one-call views (show_*)."""
 
 import contextlib
 import copy
@@ -27,14 +25,9 @@ from .vocab import label, md
 # --- a run's record -----------------------------------------------------------------------
 
 def start(assignment: str, namespace: dict, gpu_advice: str = "") -> "Run":
-    """A notebook's first step: check its parameters (the globals the parameters cell set) by the rules `labs`
-    uses, refusing a bad one in one line before anything runs; pick the device (train.pick_device) and the precision
-    (train.precision_for), the one place each is decided (run.device, run.precision); show them. A run lasts from
-    here to run.finish(): what trained before is not its own (train.ATTEMPTS starts afresh).
-
-    output_dir, where `labs` writes the run, is kept apart: it is not a parameter of the experiment.
-    gpu_advice: for a notebook meant for a GPU, what to lower when it runs on a CPU on real data.
-    """
+    """A notebook's first step: check its parameters by the rules `labs` uses (one line for a bad one), pick the device
+    and precision (run.device, run.precision), show them. The run lasts to run.finish(): what trained before is not
+    its own. output_dir is kept apart; gpu_advice: what to lower on a CPU, for a lab meant for a GPU."""
     params = check_notebook(assignment, namespace)
     train.ATTEMPTS.clear()
     train.RUN += 1
@@ -56,9 +49,8 @@ def named_models(assignment: str, params: dict) -> list:
 
 
 class Run:
-    """One notebook run, from the start cell to the finish: each model's results (and, in memory, its fit, test
-    evaluation and layers) with the parameters that stood when it was recorded, the figures, then results.json.
-    With an empty output_dir nothing is written: the notebook only shows its results."""
+    """One notebook run, start cell to finish: each model's results with the parameters that stood when it was recorded
+    (and in memory its fit, test evaluation, layers), the figures, results.json (none without an output_dir)."""
 
     def __init__(self, assignment: str, params: dict, device, output_dir: str = "", precision: str = "fp32",
                  namespace: dict | None = None):
@@ -103,8 +95,7 @@ class Run:
                   f"{fit.train_samples_per_second:,.0f} training images per second")
 
     def add_ensemble(self, name: str, members: dict, test, history=()) -> None:
-        """Record models whose predictions were averaged; members: {label: (model, fit, test)}. Their parameters
-        are summed, their training speed averaged; `history` is the ensemble's own (see train.ensemble_history)."""
+        """Record averaged models (members: {label: (model, fit, test)}) with the ensemble's own `history`."""
         fits = [fit for _, fit, _ in members.values()]
         if self._record(name, fits, self._entry(sum(count_parameters(m) for m, _, _ in members.values()), test,
                                                 sum(f.train_samples_per_second for f in fits) / len(fits), history)):
@@ -127,8 +118,7 @@ class Run:
         return results_file.best(self.models)
 
     def save(self, fig, name: str) -> None:
-        """Show a figure, and save it as <output_dir>/<name>.png when there is an output dir (whole or not at
-        all). The figure is drawn once, to PNG, for both; then it is closed."""
+        """Show a figure and, with an output dir, save it as <name>.png (whole or not at all), drawn once."""
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
         plt.close(fig)
@@ -138,8 +128,7 @@ class Run:
         display(Image(buffer.getvalue()))
 
     def _claim(self) -> None:
-        """Before this run's first file: results.json says the run is running (an earlier run's record is kept in
-        memory, and put back by finish if this run trains nothing)."""
+        """Before this run's first file, results.json says running (an earlier record is kept in memory for finish)."""
         if not self.claimed:
             with contextlib.suppress(OSError, ValueError):
                 self.previous = json.loads((self.output_dir / "results.json").read_text())
@@ -148,8 +137,7 @@ class Run:
                 self.assignment, self.started_with, status="running", env=self._env()))
 
     def unfinished(self, expected: bool = True) -> dict:
-        """name -> why, for what did not finish since the start cell: trainings stopped or crashed (a record made
-        before is no longer what the notebook trains) and, with `expected`, models the parameters ask for."""
+        """name -> why, for trainings stopped or crashed since the start cell and (`expected`) models not recorded."""
         asked = named_models(self.assignment, self.params) if expected else []
         return {**{n: "not trained since the start cell" for n in asked if n not in self.models},
                 **{n: why for n, why in train.ATTEMPTS.items() if isinstance(why, str)}}
@@ -184,8 +172,7 @@ class Run:
                 else None}
 
     def finish(self) -> dict:
-        """Write results.json (when there is an output dir) and say how the run ended: a record with no model does
-        not replace an earlier one that has models; parameters changed since the start cell are named."""
+        """Write results.json and say how the run ended; a record with no model never replaces one that has models."""
         results, lines = self.results(), []
         changed = [f"{n} {label(v)} → {label(self.params[n])}" for n, v in self.started_with.items() if self.params[n] != v]
         if changed:
@@ -204,8 +191,7 @@ class Run:
 
 
 def parameter_table(params: dict, columns: int = 3) -> str:
-    """The run's parameters as one compact markdown table: `columns` name-value pairs per row, every value shown
-    as text, exactly as given (vocab.md)."""
+    """The run's parameters as a compact markdown table, `columns` pairs a row, every value shown as given."""
     def shown(value):
         if value == "":
             return "(empty)"
@@ -222,8 +208,7 @@ def parameter_table(params: dict, columns: int = 3) -> str:
 # --- one call each, for the notebooks -----------------------------------------------------
 
 def _naming_untrained(view):
-    """A view that first names the models whose training did not finish, then shows what was trained (nothing,
-    when no model was, or when the model it is asked for is not recorded)."""
+    """A view that first names what did not finish, then shows what was trained (nothing, if none)."""
     @functools.wraps(view)
     def shown(run: Run, *args, **kwargs):
         if run.untrained(expected=False):
@@ -321,8 +306,7 @@ def show_extremes(run: Run) -> None:
 # --- figures ------------------------------------------------------------------------------
 
 def plot_history(histories: dict, title: str = ""):
-    """Loss and accuracy of each model over training: training solid, validation dashed (and test dotted, for
-    the runs that watched it), per epoch or, for staged training, per iteration."""
+    """Each model's loss and accuracy over training: training solid, validation dashed, test dotted."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 3.8))
     by_iteration = any("iteration" in r for h in histories.values() for r in h)
     x_key = "iteration" if by_iteration else "epoch"
@@ -349,8 +333,7 @@ def plot_history(histories: dict, title: str = ""):
 
 
 def plot_ensemble(histories: dict, ensemble: str = "ensemble"):
-    """Test loss and accuracy over the iterations of each member (thin) and of their ensemble (thick), as the
-    MNIST ensemble report draws them; the accuracy axis zooms on the last three quarters of training."""
+    """Each member's (thin) and the ensemble's (thick) test loss and accuracy over the iterations."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 3.8))
     late = []
     for i, (name, history) in enumerate(histories.items()):
@@ -369,8 +352,7 @@ def plot_ensemble(histories: dict, ensemble: str = "ensemble"):
 
 
 def plot_schedule(recipe, n_train: int):
-    """A recipe over the iterations of a training split of `n_train` images: learning rate (log scale), batch size
-    and L2 coefficient, with the stages' boundaries."""
+    """A recipe's learning rate (log scale), batch size and L2 coefficient over its iterations, stages marked."""
     plan = recipe.laid_out(n_train)
     xs = list(range(plan.total))
     lrs, sizes, l2s = zip(*(plan.at(i) for i in xs))
@@ -472,8 +454,7 @@ def plot_misclassified(data, evaluation, n: int = 24, cols: int = 8):
 
 
 def model_table(run: Run) -> str:
-    """Markdown: per trained model its parameters, MACs per image, seconds per epoch, training images per second,
-    memory layout and test accuracy."""
+    """Markdown: each model's parameters, MACs, seconds per epoch, speed, layout and test accuracy."""
     lines = ["| model | parameters | MACs per image | seconds per epoch | training images/s | memory layout | "
              "test accuracy |", "|---|---:|---:|---:|---:|---|---:|"]
     for name, m in run.models.items():

@@ -1,8 +1,5 @@
-"""results.json, the record of one run: the one function that builds it (whatever its status), writing it whole
-or not at all, and the one rule for "best". (labs.record reads it back.)
-
-No torch here: the runner, the sweeps and the index write these files without importing it.
-"""
+"""results.json, a run's record: the one function that builds it, writing it whole or not at all, and the one rule
+for "best" (labs.records reads it back). No torch here."""
 
 import json
 import math
@@ -22,12 +19,7 @@ ENV_KEYS = ("python", "torch", "device", "gpu", "precision", "layout", "steps", 
 
 def build(assignment: str, params: dict, *, status: str = "ok", error: str | None = None, models: dict | None = None,
           env: dict | None = None, wall_seconds: float = 0.0, setting: str | None = None) -> dict:
-    """The record of a run, the same shape whatever its status: see README, "What a run writes".
-
-    env: what the notebook knows of where it ran (device, gpu, precision, layout and how the steps ran per model, the
-    GPU memory it took at most); unknown ones are None.
-    setting: the run's setting in its sweep (None for a single run); with params["seed"], the run's identity.
-    """
+    """The record of a run, one shape whatever its status (README, "What a run writes"); unknown env keys None."""
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
     try:
@@ -50,8 +42,7 @@ def final_val_accuracy(model: dict) -> float | None:
 
 
 def best(models: dict) -> str | None:
-    """The best of `models` (name -> a results.json model entry, or a summary row with `val_accuracy`): the one with
-    the highest validation accuracy where training ended; the test set chooses nothing. None when none has one."""
+    """The model with the highest validation accuracy where training ended (None if none has one): never test."""
     scored = {name: m["val_accuracy"] if "val_accuracy" in m else final_val_accuracy(m) for name, m in models.items()}
     scored = {name: v for name, v in scored.items() if v is not None}
     return max(scored, key=scored.get) if scored else None
@@ -70,8 +61,7 @@ def now() -> str:
 # --- writing: whole or not at all -----------------------------------------------------------
 
 def write_atomic(path: Path, content: str | bytes) -> None:
-    """Write `content` to `path` through a temporary file and a rename: a reader (or a full disk) never leaves
-    half a file; on failure nothing is left and the OSError names `path`."""
+    """Write `content` to `path` by a temporary file and a rename: whole or absent, the OSError naming `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -108,8 +98,7 @@ def write(path: Path, results: dict) -> None:
 
 
 def describe(results: dict, clock: str = "") -> str:
-    """For a terminal: the status, each model's test accuracy and the wall time (`clock`: what it counts from);
-    the error on a second line."""
+    """For a terminal: status, test accuracies, wall time (`clock`: from when), the error and notes below."""
     accuracies = ", ".join(f"{name} {m['test_accuracy']:.2%}" for name, m in (results.get("models") or {}).items()
                            if m.get("test_accuracy") is not None)
     line = results["status"] + (f", test accuracy {accuracies}" if accuracies else "")

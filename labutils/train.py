@@ -29,8 +29,7 @@ LOSS_FUNCTIONS = {"cross_entropy": nn.functional.cross_entropy, "multi_margin": 
 # --- where and how precisely ----------------------------------------------------------------
 
 def pick_device(name: str = "auto", gpu_advice: str = "") -> torch.device:
-    """"auto" picks cuda, then Apple's mps, then cpu; a named device must exist. gpu_advice: for a notebook meant for
-    a GPU, what to lower on a CPU, said there in one line."""
+    """"auto": cuda, then mps, then cpu; a named device must exist. gpu_advice: said in one line on a CPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
@@ -60,17 +59,15 @@ def cpu_flags() -> frozenset:
 
 
 def native_bf16(device_type: str, capability: tuple = (0, 0), flags: frozenset = frozenset()) -> bool:
-    """Whether a device computes bf16 matrix products natively: CUDA GPUs from Ampere on, CPUs with AMX or
-    AVX512-BF16 (where bf16 paid: benchmarks/results/speed-cpu.md)."""
+    """Whether a device computes bf16 natively: CUDA from Ampere on, CPUs with AMX or AVX512-BF16."""
     if device_type == "cuda":
         return capability[0] >= 8
     return device_type == "cpu" and bool({"amx_bf16", "avx512_bf16"} & set(flags))
 
 
 def precision_for(device: torch.device, precision: str = "auto") -> str:
-    """"bf16", "fp16" or "fp32": `precision` itself, or for "auto" bf16 where the hardware computes it natively (and on
-    CUDA, where the steps are captured graphs: eager bf16 was slower on an H200), never timed (README, Speed). fp16
-    is for GPUs without bf16, such as Colab's T4; `auto` never picks it."""
+    """"bf16", "fp16" or "fp32": `precision`, or for "auto" bf16 where the hardware computes it natively (on
+    CUDA, in captured steps only), never timed (README, Speed); `auto` never picks fp16 (for GPUs without bf16)."""
     check_choice("precision", precision, PRECISIONS)
     if precision != "auto":
         if precision != "fp32" and device.type == "mps":
@@ -91,8 +88,7 @@ def autocast(device: torch.device, precision: str):
 
 
 def channels_last(model: nn.Module, device: torch.device) -> bool:
-    """Whether `model` runs faster channels-last on `device`: conv nets on CUDA; on a CPU, conv nets unless batch norm
-    has fewer than 32 channels (slower so: benchmarks/results/speed-cpu.md)."""
+    """Whether `model` is faster channels-last on `device`: conv nets, on a CPU without narrow batch norm."""
     layers = list(model.modules())
     if images_layout(device) == torch.channels_last:   # the images are so already (CUDA)
         return any(isinstance(m, nn.Conv2d) for m in layers)
@@ -106,8 +102,7 @@ CUDNN_AUTOTUNE = os.environ.get("LABS_CUDNN_AUTOTUNE", "0") == "1"
 
 
 def prepare(model: nn.Module, device: torch.device) -> str:
-    """Put `model` in the faster memory layout for `device` and turn cuDNN's autotuning on where CUDNN_AUTOTUNE says;
-    returns the layout, "channels_last" or "contiguous"."""
+    """Put `model` in its faster layout (returned) and cuDNN autotuning on where CUDNN_AUTOTUNE says."""
     if device.type == "cuda" and CUDNN_AUTOTUNE:   # else the user's own setting stands (PyTorch's default: off)
         torch.backends.cudnn.benchmark = True
     if channels_last(model, device):
@@ -120,11 +115,8 @@ def prepare(model: nn.Module, device: torch.device) -> str:
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
                    fused: bool = False):
-    """One of OPTIMIZERS. weight_decay: the L2 penalty coefficient, added to the gradient as wd * w, except for
-    adamw, which decays the weights directly (decoupled: w -= lr * wd * w). fused: adam, adamw and sgd update every
-    weight in one kernel that can take its learning rate from the GPU (what CUDA uses, captured or not). SGD's
-    momentum starts at zero, made here: fused SGD would make it with empty_like on its first step, and leave it
-    unset if fp16's scaler skips that step."""
+    """One of OPTIMIZERS; weight_decay is an L2 gradient term (decoupled for adamw). fused: one kernel, its lr from
+    the GPU (adam, adamw, sgd, on CUDA). SGD's momentum starts at zero here, never unset after a skipped fp16 step."""
     check_choice("optimizer", name, OPTIMIZERS)
     fast = {"fused": True} if fused and name in FUSED else {}
     if name == "adam":
@@ -143,16 +135,12 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0, mome
 
 @dataclass(frozen=True)
 class Schedule:
-    """A recipe laid out over the iterations of training: at(i) is the (lr, batch size, l2) of iteration i, and
-    training is evaluated every `every` iterations.
+    """A recipe over the iterations: at(i) is iteration i's (lr, batch size, l2), evaluated every `every` iterations.
 
-    stages: each runs `iterations` steps, and each of its lr, batch_size and l2 is one value or a [start, end] pair
-    moved linearly from start (the stage's first iteration) to end (its last update), updated every `update_every`
-    iterations: the staged schedule of the MNIST ensemble report. An epoch recipe is one stage of fixed values,
-    whose learning rate `curve` then shapes: none (1), exponential (decay ** epochs done, smoothly), step (decay
-    ** (i // step), as StepLR every `step` iterations) or cosine (from 1 down to 0 along half a cosine); after
-    `warmup` iterations of a linear rise from 0 (for cosine: a one-cycle schedule).
-    """
+    stages: each runs `iterations` steps; its lr, batch_size and l2 are a value or a [start, end] pair moved linearly,
+    updated every `update_every` iterations (lab 04's report). An epoch recipe is one stage whose lr `curve` shapes:
+    none, exponential (decay per epoch), step (decay every `step` iterations) or cosine, after `warmup` iterations
+    rising from 0."""
     stages: tuple
     every: int
     update_every: int = 1
@@ -199,16 +187,11 @@ class Schedule:
 
 @dataclass
 class Recipe:
-    """How a model is trained: optimizer, learning rate and its schedule, epochs (or stages), batch size, loss,
-    augmentation and numeric precision. Shown in a notebook, it reads as a sentence (analysis.describe_recipe).
+    """How a model is trained; shown in a notebook, it reads as a sentence (analysis.describe_recipe).
 
-    schedule and warmup: see Schedule. stages: train in stages instead of epochs (see Schedule), evaluating
-    every `eval_every` iterations; lr, batch_size, epochs and schedule are then the stages'. A stage's l2 adds
-    l2 * penalty(model) / batch size to the mean cross-entropy (lab 04: the report's loss_p + l2 * loss_w, loss_p
-    summed over the batch; Adam is blind to the scale of the loss); penalty is the notebook's own function.
-    label_smoothing: of the training loss (cross-entropy only); validation and test losses are plain.
-    precision: auto, fp32 or bf16 (see precision_for).
-    """
+    stages (see Schedule) replace lr, batch_size, epochs and schedule, evaluated every `eval_every` iterations. A
+    stage's l2 adds l2 * penalty(model) / batch size to the mean loss (lab 04: the report's loss_p + l2 * loss_w);
+    penalty is the notebook's own function. label_smoothing smooths the training loss alone."""
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
@@ -254,8 +237,7 @@ class Recipe:
         return any(stage["l2"] != 0 for stage in self.stages or ())
 
     def record(self) -> dict:
-        """What results.json keeps of the recipe that trained: every field, as plain values (the augmentation in
-        words, the penalty by its function's name)."""
+        """The recipe as results.json keeps it: plain values, the augmentation in words, the penalty by name."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values["augment"] = str(self.augment or "no augmentation")
         values["penalty"] = getattr(self.penalty, "__name__", None) if self.penalty else None
@@ -274,9 +256,8 @@ class Recipe:
 
 def step(model: nn.Module, optimizer, criterion, x, y, l2=0.0, precision: str = "fp32", penalty=None,
          scaler=None) -> tuple:
-    """One training step: forward (autocast when precision is bf16 or fp16), loss in fp32, backward, update.
-    l2 (a number or a device tensor) times penalty(model) / batch size joins the loss when l2 is not 0.
-    scaler: fp16's gradient scaler. Returns the batch's mean loss and the model's outputs, detached."""
+    """One training step: forward (autocast in bf16 or fp16), loss in fp32 (+ l2 * penalty / batch when l2 is not 0),
+    backward (through fp16's `scaler`), update. Returns the batch's mean loss and outputs, detached."""
     with autocast(x.device, precision):
         out = model(x)
     loss = criterion(out.float(), y)
@@ -293,9 +274,7 @@ def step(model: nn.Module, optimizer, criterion, x, y, l2=0.0, precision: str = 
 
 
 class Steps:
-    """The training steps of one fit, one at a time as written (the CPU's path, and CUDA's where a step cannot be
-    captured): set the learning rate, gather the batch, augment it, step. The loss and the correct predictions
-    are summed on the device and read once per evaluation (totals)."""
+    """A fit's steps one at a time (the CPU's path); loss and correct predictions summed on the device."""
     kind = "eager"
 
     def __init__(self, model: nn.Module, optimizer, recipe: "Recipe", precision: str, split: Split):
@@ -327,12 +306,9 @@ class Steps:
 
 
 class CapturedSteps(Steps):
-    """CUDA: each batch size's step (the gather of the batch, its augmentation, forward, loss, backward and the
-    optimizer's update) captured once as a CUDA graph and replayed: one launch instead of hundreds, which is what
-    bounds nets this small on a GPU. The learning rate and the L2 coefficient are device tensors, set before each
-    replay. The first `warmup` steps of a new size run eagerly on a side stream, as real steps (they make the
-    optimizer's state and let cuDNN pick its algorithms). What cannot be captured (uncapturable) steps eagerly from
-    the start; a capture that fails all the same goes on eagerly with the process left usable, said in one line."""
+    """CUDA: each batch size's whole step captured as one CUDA graph and replayed (one launch, not hundreds), the lr
+    and L2 coefficient device tensors filled before each replay, after `warmup` eager steps on a side stream. What
+    cannot be captured steps eagerly from the start; a failed capture goes on eagerly, the process usable."""
     warmup = 2
     keep = 2   # graphs kept: an epoch's batch and its shorter last one; a staged ramp moves on to new sizes
 
@@ -384,9 +360,8 @@ class CapturedSteps(Steps):
             entry["graph"].replay()
 
     def capture(self, entry: dict) -> None:
-        """Capture the step over the batch entry["idx"] holds, and run it once (a capture runs nothing). If the
-        capture fails, the stream and the gradient scaler are put back, and this step and every later one run
-        eagerly, said in one line with the real cause; a CUDA generator left unusable is one LabsError."""
+        """Capture the step over entry["idx"] and run it once. A failed capture puts the stream and fp16's scaler back
+        and goes on eagerly, said in one line with the real cause; a CUDA generator left unusable is a LabsError."""
         graph, stream = torch.cuda.CUDAGraph(), torch.cuda.current_stream()
         self.optimizer.zero_grad(set_to_none=True)   # the graph's backward makes its gradients in its own pool
         try:
@@ -418,8 +393,7 @@ FUSED = ("adam", "adamw", "sgd")   # the optimizers that update in one kernel, a
 
 
 def uncapturable(recipe: Recipe, precision: str) -> str:
-    """Why a recipe's step cannot be captured as a CUDA graph, known before trying ('' when it can): fp16's gradient
-    scaler reads the GPU (.item()) in the step of every optimizer but the fused ones."""
+    """Why a step cannot be captured ('' when it can): fp16's scaler reads the GPU in non-fused updates."""
     if precision == "fp16" and recipe.optimizer not in FUSED:
         return f"in fp16 the gradient scaler reads the GPU in every {recipe.optimizer} step, which a CUDA graph cannot " \
                f"hold (adam, adamw and sgd can)"
@@ -427,8 +401,7 @@ def uncapturable(recipe: Recipe, precision: str) -> str:
 
 
 def captures(device: torch.device) -> bool:
-    """Whether training on `device` runs as CUDA graphs: on CUDA, unless LABS_EAGER is set (to compare, or to
-    debug a step); the CPU and Apple's mps step eagerly."""
+    """Whether training on `device` runs as CUDA graphs: on CUDA, unless LABS_EAGER is set."""
     return device.type == "cuda" and not os.environ.get("LABS_EAGER")
 
 
@@ -443,8 +416,7 @@ RUN = 0               # the notebook's runs so far (report.start counts them); a
 
 @dataclass
 class Fit:
-    """What training produced: a history row per evaluation (per epoch, or every eval_every iterations when
-    training in stages), and whether it stayed healthy."""
+    """What training produced: a history row per evaluation, and whether it stayed healthy."""
     history: list = field(default_factory=list)
     status: str = "ok"              # "ok" or "diverged"
     error: str | None = None        # why it diverged
@@ -463,16 +435,10 @@ class Fit:
 
 def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", watch: Split | None = None,
         progress: bool = True) -> Fit:
-    """Train `model` on data.train by `recipe`, validating on data.val at every evaluation (each epoch's end, or
-    every recipe.eval_every iterations of a staged recipe). On CUDA the steps run as captured graphs (see
-    CapturedSteps); the batches, the schedule and the augmentation are the same either way.
-
-    watch: a split evaluated too at every evaluation (for curves only: nothing is chosen by it); its
-    evaluations are kept in Fit.watched and its loss and accuracy in the history (test_loss, test_accuracy).
-
-    Stops early, with status "diverged", when the training loss stops being finite (see _check_learned). An error
-    in the network is noted with the layer that raised it (explain); ATTEMPTS keeps how the training ended.
-    """
+    """Train `model` on data.train by `recipe`, validating on data.val at each evaluation (epoch, or eval_every
+    iterations); on CUDA as captured graphs, the same batches and schedule. watch: a split evaluated too, for the
+    curves (Fit.watched, test_loss and test_accuracy). ATTEMPTS keeps how it ended; an error in the network gets a
+    note naming its layer."""
     __tracebackhide__ = True
     device = data.train.x.device
     result = Fit(precision=precision_for(device, recipe.precision), layout=prepare(model, device), recipe=recipe,
@@ -551,8 +517,7 @@ def _interval(model, data, recipe, plan, stream, steps, start, stop, bar, watch,
 
 def history_row(plan: Schedule, start: int, stop: int, epochs: float, train_loss: float, train_accuracy: float,
                 val) -> dict:
-    """The history's row at an evaluation: where training is (the epoch; for a staged recipe also the iteration,
-    and the batch size and L2 coefficient reached), its training and validation loss and accuracy, the lr."""
+    """The history's row at an evaluation: where, training and validation loss and accuracy, lr."""
     row = {"iteration": stop, "epoch": epochs} if plan.staged else {"epoch": start // plan.every + 1}
     row.update(train_loss=train_loss, train_accuracy=train_accuracy, val_loss=val.loss if val else None,
                val_accuracy=val.accuracy if val else None, lr=plan.at(start)[0])
@@ -562,10 +527,8 @@ def history_row(plan: Schedule, start: int, stop: int, epochs: float, train_loss
 
 
 def _check_learned(result: Fit, name: str, n_classes: int, steps: int) -> None:
-    """What happened, as rules: a loss that became NaN or infinite (the loop) or that exploded (ended above three
-    times both where it began and a uniform guess's) is a divergence; a falling loss never is. Training still near
-    chance is "not learned yet" (a note, with advice); an evaluation mode far below the same images with batch
-    statistics is batch norm's running statistics (a note)."""
+    """Rules about what happened: a NaN, infinite or exploded loss diverged (a falling one never did); training near
+    chance is not learned yet; evaluation mode far below batch statistics is batch norm's running statistics."""
     if result.status != "ok":
         return
     rows, chance, guess = result.history, 1 / n_classes, math.log(n_classes)
@@ -590,9 +553,8 @@ def _check_learned(result: Fit, name: str, n_classes: int, steps: int) -> None:
 
 
 def progress_line(where: str, row: dict, per_second: float) -> str:
-    """One line per evaluation, kept in the report and short enough not to wrap: where training is, the loss and
-    accuracy of training and validation (a watched test split stays out: it is for the curves), the learning rate,
-    the time and speed."""
+    """One line per evaluation, short enough not to wrap: where, training and validation loss and accuracy, lr,
+    time and speed."""
     line = f"{where}  train {row['train_loss']:.4f} {row['train_accuracy']:.2%}"
     if row["val_loss"] is not None:
         line += f"  val {row['val_loss']:.4f} {row['val_accuracy']:.2%}"
@@ -625,13 +587,9 @@ class Evaluation:
 @torch.inference_mode()
 def evaluate(model: nn.Module, split: Split, loss: str = "cross_entropy", tta: bool = False,
              precision: str = "fp32", batch_size: int = 0, batch_statistics: bool = False) -> Evaluation:
-    """Loss and accuracy of `model` on `split`, always in eval mode (dropout off, batch norm frozen), the forward
-    passes in `precision` (a notebook's run.precision; the model's layout is what fit gave it).
-    batch_statistics: batch norm normalizes by each batch's own statistics instead (on a copy of the model).
-
-    tta (test-time augmentation): classify each image and its mirror image, and average the two outputs.
-    batch_size 0: large batches on a GPU (1024), cache-sized ones on a CPU (128, measured fastest for conv nets).
-    """
+    """Loss and accuracy of `model` on `split` in eval mode, forward passes in `precision`. tta: average each image's
+    outputs with its mirror image's. batch_statistics: batch norm on each batch's statistics (a copy of the model).
+    batch_size 0: 1024 on a GPU, 128 on a CPU."""
     was_training, original = model.training, model
     device = split.x.device
     batch_size = batch_size or (128 if device.type == "cpu" else 1024)
@@ -665,8 +623,7 @@ def evaluate(model: nn.Module, split: Split, loss: str = "cross_entropy", tta: b
 
 
 def ensemble(evaluations: list) -> Evaluation:
-    """Average the softmax outputs of several models evaluated on the same split; loss: the averaged
-    probabilities' cross-entropy."""
+    """Average the softmax outputs of models evaluated on one split; loss: the average's cross-entropy."""
     probabilities = torch.stack([e.probabilities for e in evaluations]).mean(0)
     labels = evaluations[0].labels
     predictions = probabilities.argmax(1)
@@ -676,8 +633,7 @@ def ensemble(evaluations: list) -> Evaluation:
 
 
 def ensemble_history(fits: list) -> list:
-    """The averaged softmax of members trained in the same steps, at each evaluation of their watched split:
-    one row per evaluation, {iteration or epoch, test_loss, test_accuracy} (train.fit(..., watch=split))."""
+    """The members' averaged softmax at each evaluation of their watched split: a row each."""
     rows = []
     for k, points in enumerate(zip(*(f.watched for f in fits))):
         averaged = ensemble(list(points))

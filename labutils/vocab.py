@@ -1,6 +1,5 @@
-"""The course's named choices (optimizers, schedules, losses, inits, activations, pools, precisions, stage keys) and
-their checks, without torch: the notebook library implements exactly these, and `labs` validates against them
-before a notebook starts (tests/test_params.py keeps the two in step)."""
+"""The course's named choices and their checks, without torch: the library implements exactly these and `labs`
+validates against them (tests/test_params.py keeps the two in step)."""
 
 import difflib
 import html
@@ -101,10 +100,7 @@ def label(value) -> str:
 
 
 def md(value) -> str:
-    """A value as Markdown text that shows it exactly as given: HTML escaped (no tag, attribute or entity of a
-    user's survives), Markdown's own markup backslashed (no emphasis, code, link, image or table cell: \\ * `
-    [ ] | ~, and an underscore that could open or close emphasis; one inside a word, as in lenet5_modified,
-    cannot). For every string that a user or a file controls: parameter values, names, notes, errors, paths."""
+    """A value as Markdown showing it as given (HTML escaped, markup backslashed), for what users and files control."""
     text = re.sub(r"([\\`*\[\]|~])", r"\\\1", str(value).replace("\n", " "))
     text = re.sub(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])", r"\\_", text)
     return html.escape(text, quote=True)
