@@ -98,8 +98,10 @@ def write_submissions(course: Path, assignment: str, folder: Path) -> list:
         if edits == "tamper":
             wrong = [_edit(reference, MISTAKES[assignment]["a wrong layer size"])]
             save(mistake, wrong[0], tamper=True)
-        elif isinstance(edits, str):   # "stub NAME": that one exercise cell left as given
-            save(mistake, [None if f"def {edits.split()[1]}(" in s else s for s in reference])
+        elif isinstance(edits, str):   # "stub NAME": that one exercise left unwritten, the others written
+            name = edits.split()[1]
+            save(mistake, [s + f"\n\n\ndef {name}(*args, **kwargs):\n    raise NotWritten('{name} is not written yet.')"
+                           if f"def {name}(" in s else s for s in reference])
         else:
             save(mistake, _edit(reference, edits))
     return made

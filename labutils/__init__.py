@@ -26,8 +26,8 @@ def in_notebook() -> bool:
 def _shown(shell, etype, value, tb, tb_offset=None):
     """How an error shows in Jupyter: a LabsError or a stop as one line; others without labutils' and torch's frames."""
     if issubclass(etype, (LabsError, KeyboardInterrupt)):
-        return shell._showtraceback(etype, value, [str(value) if issubclass(etype, LabsError) else
-                                                   "Stopped before this cell finished; run it again to do what it does."])
+        stop = "Stopped before this cell finished; run it again to do what it does."
+        return shell._showtraceback(etype, value, [str(value) if issubclass(etype, LabsError) else stop])
     stack, chain = [], None
     while tb is not None:
         stack, tb = stack + [tb], tb.tb_next

@@ -29,8 +29,6 @@ def _names(names: list) -> str:
     return bold[0] if len(bold) == 1 else ", ".join(bold[:-1]) + " and " + bold[-1]
 
 
-# --- the models against each other --------------------------------------------------------
-
 def ranking(accuracies: dict, diverged=()) -> str:
     """The models by test accuracy: the most accurate, by how much over each other; a diverged one named, not ranked."""
     healthy = {n: a for n, a in accuracies.items() if n not in diverged}
@@ -100,13 +98,10 @@ def ensemble_gain(members: dict, ensemble: float, name: str = "ensemble") -> str
             f"the best one.")
 
 
-# --- each model's training ----------------------------------------------------------------
-
 def learning_curve(name: str, history: list, n_classes: int = 10, val_images: int = 0,
                    batch_statistics: float | None = None) -> str:
-    """What a model's curves say: over- or underfitting, batch norm's running statistics not yet right (batch_statistics:
-    the validation accuracy with batch statistics), or a validation split of val_images too small to tell; never
-    two that contradict each other."""
+    """What a model's curves say: over- or underfitting, batch norm's running statistics not yet right (against the
+    validation accuracy with batch_statistics), or a split of val_images too small to tell; never two that clash."""
     rows = [r for r in history if r.get("val_loss") is not None]
     if len(rows) < 2:
         return f"**{name}**: too few evaluations to read a curve from."
@@ -179,8 +174,6 @@ def extremes(histories: dict, loss_scale: float = 1.0) -> str:
     return "\n".join(lines)
 
 
-# --- mistakes -----------------------------------------------------------------------------
-
 def most_confused(confusion, classes, k: int = 5) -> list:
     """The k most frequent mistakes: (true class, predicted class, count), largest first."""
     confusion = torch.as_tensor(confusion).clone()
@@ -212,8 +205,6 @@ def mistakes_table(models: dict, classes, k: int = 4) -> str:
     return "\n".join(["| model | true class | predicted as | images |", "|---|---|---|---:|", *rows])
 
 
-# --- the recipe, and lab 02's comparison ----------------------------------------------------
-
 OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD with momentum", "rmsprop": "RMSprop",
                    "adadelta": "Adadelta"}
 
@@ -222,10 +213,9 @@ def describe_recipe(recipe) -> str:
     """A train.Recipe in words."""
     r = recipe
     if r.stages:
-        steps = "; ".join(
-            f"stage {k}: {plural(s['iterations'], 'iteration')}, " + ", ".join(
-                f"{key.replace('_', ' ')} " + (f"{s[key][0]:g} → {s[key][1]:g}" if isinstance(s[key], (list, tuple))
-                                               else f"{s[key]:g}") for key in ("lr", "batch_size", "l2"))
+        value = lambda v: f"{v[0]:g} → {v[1]:g}" if isinstance(v, (list, tuple)) else f"{v:g}"   # noqa: E731
+        steps = "; ".join(f"stage {k}: {plural(s['iterations'], 'iteration')}, " + ", ".join(
+            f"{key.replace('_', ' ')} {value(s[key])}" for key in ("lr", "batch_size", "l2"))
             for k, s in enumerate(r.stages, 1))
         text = (f"{OPTIMIZER_NAMES[r.optimizer]} in {plural(len(r.stages), 'stage')} ({steps}); the values move "
                 f"linearly within a stage, updated every {plural(r.update_every, 'iteration')}")
@@ -284,18 +274,13 @@ outputs of all layers (kept for the backward pass) take {memory[fcn] / 1e3:.1f} 
 **Accuracy.** {compare(cnn, fcn, {n: m['test_accuracy'] for n, m in models.items()})}"""
 
 
-# --- a notebook's analysis ----------------------------------------------------------------
-
 def grading(fit, layers: list, params: dict, accuracy: float, goal: float) -> str:
     """Lab 01's grading points, met or not, from what trained: its recipe, layers, initialization and accuracy."""
     kinds = [row[1] for row in layers]
-    checks = {
-        "at least 3 hidden layers": kinds.count("Linear") - 1 >= 3,
-        "dropout": "Dropout" in kinds,
-        "weight initialization (he, xavier or normal)": params["init"] != "default",
-        "weight decay (L2)": fit.recipe.weight_decay > 0,
-        f"test accuracy of at least {goal:g} % (this run: {pct(accuracy)})": 100 * accuracy >= goal,
-    }
+    checks = {"at least 3 hidden layers": kinds.count("Linear") - 1 >= 3, "dropout": "Dropout" in kinds,
+              "weight initialization (he, xavier or normal)": params["init"] != "default",
+              "weight decay (L2)": fit.recipe.weight_decay > 0,
+              f"test accuracy of at least {goal:g} % (this run: {pct(accuracy)})": 100 * accuracy >= goal}
     return "**Against the grading points:**\n\n" + "\n".join(
         f"- {'met' if met else '**not met**'}: {point}" for point, met in checks.items())
 
@@ -319,8 +304,8 @@ def sentences(run, classes) -> list:
     if single:
         lines.append("Without test-time augmentation (one view per image) the test accuracy is "
                      + ", ".join(f"{n} {pct(a)}" for n, a in single.items()) + ".")
-    lines += [learning_curve(n, m["history"], len(classes), m.get("val_images", 0), m.get("val_accuracy_batch_statistics"))
-              for n, m in models.items() if n not in run.ensembles]
+    lines += [learning_curve(n, m["history"], len(classes), m.get("val_images", 0), m.get(
+        "val_accuracy_batch_statistics")) for n, m in models.items() if n not in run.ensembles]
     focus = next(iter(run.ensembles), None) or best or next(iter(models))
     lines.append(confusions(models[focus]["confusion_matrix"], classes, name=focus))
     if paper.get("published"):

@@ -35,15 +35,16 @@ def probes(obj, shape: tuple) -> dict | None:
     return {name: known[name] for name in needed} if set(needed) <= set(known) else None
 
 
-def fingerprint(value) -> object:
-    """A value as plain numbers: a tensor's shape, sum and mean magnitude; a module's parameters'; a dict's kinds."""
+def fingerprint(value) -> list:
+    """A value as a list of plain numbers and words: a tensor's shape, sum and mean magnitude; a module's parameters';
+    a table's entries."""
     if isinstance(value, torch.Tensor):
-        return [list(value.shape), round(float(value.double().sum()), 4), round(float(value.double().abs().mean()), 6)]
+        return [*value.shape, round(float(value.double().sum()), 4), round(float(value.double().abs().mean()), 6)]
     if isinstance(value, nn.Module):
-        return [fingerprint(p.detach()) for p in value.parameters()]
+        return [x for p in value.parameters() for x in fingerprint(p.detach())]
     if isinstance(value, dict):
-        return {str(k): getattr(v, "__name__", type(v).__name__) for k, v in value.items()}
-    return round(float(value), 6) if isinstance(value, (int, float)) else None
+        return [f"{k}: {getattr(v, '__name__', type(v).__name__)}" for k, v in value.items()]
+    return [round(float(value), 6)] if isinstance(value, (int, float)) else []
 
 
 def describe(obj, shape: tuple) -> dict:
@@ -56,57 +57,46 @@ def describe(obj, shape: tuple) -> dict:
             shapes = [list(row[2]) for row in summary(built, shape)["layers"]]
         except Exception as e:   # the layers are still compared: the first that differs is named
             shapes, failed = [None] * len(leaves), {"fails": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"}
-        return {"layers": [[n, repr(m), s, sum(p.numel() for p in m.parameters())]
-                           for (n, m), s in zip(leaves, shapes)], "parameters": sum(p.numel() for p in built.parameters()),
-                **failed}
-    if isinstance(obj, dict):
-        return {"value": fingerprint(obj)}
+        return {"layers": [[n, repr(m), s, sum(p.numel() for p in m.parameters())] for (n, m), s in zip(leaves, shapes)],
+                "parameters": sum(p.numel() for p in built.parameters()), **failed}
     call = obj() if isinstance(obj, type) else obj   # a layer without weights is called on a batch
     args = probes(call, shape) if callable(call) else None
     if args is None:
-        return {}
+        return {"value": fingerprint(obj)} if isinstance(obj, dict) else {}
     torch.manual_seed(0)
     with torch.no_grad() if "optimizer" not in args else torch.enable_grad():
         value = call(**args)
-    return {"value": fingerprint(value if value is not None else args.get("model"))}
+    return {"value": fingerprint(value if value is not None else args.get("model"))}   # else: the model it changed
 
 
 def differences(expected: dict, found: dict) -> list:
     """What differs between the reference's description and the student's, where; [] when nothing does."""
+    shown = lambda shape: "x".join(map(str, shape))   # noqa: E731
     for k, (want, got) in enumerate(zip(expected.get("layers", []), found.get("layers", []))):
         if want[1] != got[1]:
-            before = f": the layer before it gives {'x'.join(map(str, expected['layers'][k - 1][2]))}" if k else ""
+            before = f": the layer before it gives {shown(expected['layers'][k - 1][2])}" if k else ""
             return [f"layer {got[0]}: {got[1]} where the reference has {want[1]}{before}"]
         if want[2] != got[2] and got[2] is not None:
-            return [f"layer {got[0]} ({got[1]}) gives {'x'.join(map(str, got[2]))} where the reference's gives "
-                    f"{'x'.join(map(str, want[2]))}"]
+            return [f"layer {got[0]} ({got[1]}) gives {shown(got[2])} where the reference's gives {shown(want[2])}"]
     if "fails" in found:
         return [f"fails: {found['fails']}"]
     layers, want = len(found.get("layers", [])), len(expected.get("layers", []))
+    value, reference = found.get("value", []), expected.get("value")
     return [line for wrong, line in (
         (layers != want, f"{layers} layers where the reference has {want}"),
         (expected.get("parameters") != found.get("parameters"),
          f"{found.get('parameters')} parameters where the reference has {expected.get('parameters')}"),
-        ("value" in expected and not close(expected["value"], found.get("value")),
-         f"gives {found.get('value')} on the seeded inputs where the reference gives {expected.get('value')}"))
-        if wrong]
-
-
-def close(a, b, tolerance: float = 1e-3) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return math.isclose(a, b, rel_tol=tolerance, abs_tol=tolerance)
-    if isinstance(a, list) and isinstance(b, list) or isinstance(a, dict) and isinstance(b, dict):
-        return len(a) == len(b) and all(close(x, y) for x, y in (zip(a, b) if isinstance(a, list) else
-                                                                  ((a[k], b.get(k)) for k in a)))
-    return a == b
+        (reference is not None and not (len(value) == len(reference) and all(
+            a == b or isinstance(a, float) and isinstance(b, float) and math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-3)
+            for a, b in zip(value, reference))), f"gives {value} on the seeded inputs where the reference gives "
+                                                 f"{reference}")) if wrong]
 
 
 def overfit(obj, shape: tuple, images: int = 16, epochs: int = 50) -> float:
     """The accuracy on `images` seeded synthetic images of the network `obj` builds, after a short run on them alone."""
     from . import train
     torch.manual_seed(0)
-    model = network(obj)
-    x, y = synthetic_images(images, shape)
+    model, (x, y) = network(obj), synthetic_images(images, shape)
     split = Split((x.float() / 255 - 0.5) / 0.5, y)
     data = Data("overfit", "synthetic", tuple(range(10)), (0.5,), (0.5,), split, Split(x[:0].float(), y[:0]), split)
     train.fit(model, data, train.Recipe(epochs=epochs, batch_size=16, precision="fp32"), progress=False)
@@ -124,10 +114,9 @@ def run(name: str, obj, expected: dict) -> list:
     try:
         if isinstance(obj, dict) and not obj:
             raise NotWritten(f"{name} is not written yet: it is empty.")
-        found = describe(obj, shape)
-        lines = differences(expected, found)
+        lines = differences(expected, describe(obj, shape))
         results.append(("matches the reference", not lines))
-        print(f"{name}: " + ("matches the reference" if not lines else "; ".join(lines)))
+        print(f"{name}: " + ("; ".join(lines) or "matches the reference"))
         if "overfit" in expected and not lines:
             accuracy = overfit(obj, shape)
             results.append(("overfits 16 images", accuracy >= expected["overfit"] - 0.1))
@@ -135,5 +124,5 @@ def run(name: str, obj, expected: dict) -> list:
     except Exception as e:   # a stub, or code that fails: one line, never a traceback
         why = str(e) if isinstance(e, NotWritten) else f"fails: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
         results.append(("matches the reference", False))
-        print(f"{name}: {why}" if not why.startswith(name) else why)
+        print(why if why.startswith(name) else f"{name}: {why}")
     return results

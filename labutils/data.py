@@ -31,8 +31,6 @@ def data_dir(path: str = "") -> Path:
     return Path.home() / ".cache" / "labs" / "data"
 
 
-# --- MNIST's idx format -------------------------------------------------------------------
-
 def damaged(path: Path, what: str) -> LabsError:
     """The error for a dataset file that is not what it claims to be: it names the file and what to do."""
     return LabsError(f"{path} {what}; replace it with the original file, or delete it so that it is downloaded again.")
@@ -64,17 +62,12 @@ def write_idx(path: Path, array: torch.Tensor) -> None:
         f.write(header + array.contiguous().numpy().tobytes())
 
 
-IDX_FILES = {
-    "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
-    "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte",
-}
+IDX_FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
+             "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}
 
 
 def _idx_path(folder: Path, name: str) -> Path | None:
-    for candidate in (folder / name, folder / f"{name}.gz"):
-        if candidate.exists():
-            return candidate
-    return None
+    return next((path for path in (folder / name, folder / f"{name}.gz") if path.exists()), None)
 
 
 def _idx_present(folder: Path) -> bool:
@@ -108,8 +101,6 @@ def _write_idx_dataset(folder: Path, arrays: dict) -> None:
     for key, name in IDX_FILES.items():
         write_idx(folder / name, arrays[key].squeeze(1) if key.endswith("_x") else arrays[key].to(torch.uint8))
 
-
-# --- CIFAR-10's pickled batches -------------------------------------------------------------
 
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_FILES = CIFAR_TRAIN + ("test_batch", "batches.meta")
@@ -172,8 +163,6 @@ def _write_cifar_dataset(folder: Path, arrays: dict) -> None:
     (folder / "batches.meta").write_bytes(pickle.dumps(meta))
 
 
-# --- the datasets -------------------------------------------------------------------------
-
 @dataclass(frozen=True)
 class Dataset:
     """How one dataset is stored on disk (torchvision's layout), read, written and downloaded."""
@@ -191,19 +180,16 @@ class Dataset:
 
 
 DATASETS = {
-    "mnist": Dataset(
-        "MNIST", "MNIST/raw", "MNIST", tuple(str(d) for d in range(10)), (1, 28, 28), (0.1307,), (0.3081,),
-        tuple(IDX_FILES.values()), _idx_present, _read_idx_dataset, _write_idx_dataset),
+    "mnist": Dataset("MNIST", "MNIST/raw", "MNIST", tuple(str(d) for d in range(10)), (1, 28, 28), (0.1307,),
+                     (0.3081,), tuple(IDX_FILES.values()), _idx_present, _read_idx_dataset, _write_idx_dataset),
     "fashion_mnist": Dataset(   # normalized with mean 0.5, std 0.5 as in the original report
         "FashionMNIST", "FashionMNIST/raw", "FashionMNIST",
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
         (1, 28, 28), (0.5,), (0.5,), tuple(IDX_FILES.values()), _idx_present, _read_idx_dataset, _write_idx_dataset),
-    "cifar10": Dataset(
-        "CIFAR-10", "cifar-10-batches-py", "CIFAR10",
-        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-        (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), CIFAR_FILES, _cifar_present,
-        _read_cifar_dataset, _write_cifar_dataset),
-}
+    "cifar10": Dataset("CIFAR-10", "cifar-10-batches-py", "CIFAR10",
+                       ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+                       (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), CIFAR_FILES, _cifar_present,
+                       _read_cifar_dataset, _write_cifar_dataset)}
 
 
 def _dataset(name: str) -> Dataset:
@@ -259,8 +245,6 @@ def _missing(spec: Dataset, root: Path, what: str) -> str:
             f"use synthetic data.")
 
 
-# --- synthetic data -----------------------------------------------------------------------
-
 def synthetic_images(n: int, shape: tuple, n_classes: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Learnable uint8 images: a mirror-symmetric pattern per class (a flip keeps the class), shifted by up to a fifth
     of the image, dimmed and noised: far above chance, yet not 100 % for every model in a smoke run."""
@@ -288,8 +272,6 @@ def write_synthetic(name: str, root: Path, n_train: int, n_test: int, seed: int 
     spec.write(Path(root) / spec.folder, dict(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y))
     return Path(root)
 
-
-# --- in-memory tensors --------------------------------------------------------------------
 
 @dataclass
 class Split:

@@ -1,6 +1,6 @@
 """The lessons' code that other labs, the tests and the benchmarks reuse: GENERATED from the notebooks' `#@save`
-cells by `python -m labs.lessons`; do not edit here, edit the notebook that teaches it and run that command.
-Each definition is the notebook's own, in the notebooks' order."""
+cells by `python -m labs.lessons`; do not edit here, edit the notebook that teaches it (and documents it: its
+docstrings are there) and run that command. Each definition is the notebook's own, in the notebooks' order."""
 
 import torch
 from torch import nn
@@ -14,7 +14,6 @@ ACTIVATION_LAYERS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tan
 
 def mlp(hidden=(1024, 1024, 1024), in_features=784, n_classes=10, activation="relu", dropout=0.0,
         batch_norm=False) -> nn.Sequential:
-    """A multi-layer perceptron: flatten, then per hidden width Linear [-> BatchNorm] -> activation [-> Dropout]."""
     layers = [nn.Flatten()]
     for width in hidden:
         layers.append(nn.Linear(in_features, width))
@@ -28,11 +27,7 @@ def mlp(hidden=(1024, 1024, 1024), in_features=784, n_classes=10, activation="re
     return nn.Sequential(*layers)
 
 
-# --- from notebooks/01_mnist_mlp.ipynb
-
 def init_weights(model: nn.Module, scheme: str = "he", std: float = 0.01, bias: float = 0.0) -> nn.Module:
-    """Re-draw the weights of every linear and conv layer by `scheme` and set their biases to `bias`; "default"
-    keeps PyTorch's own weights and biases."""
     if scheme == "default":
         return model
     for m in model.modules():
@@ -53,18 +48,11 @@ def init_weights(model: nn.Module, scheme: str = "he", std: float = 0.01, bias: 
 # --- from notebooks/02_fashion_fcn_vs_lenet.ipynb
 
 def fcn(in_features=784, width=512, n_classes=10) -> nn.Sequential:
-    """The fully connected net of the FashionMNIST report: Linear 784 -> 512, BatchNorm1d, ReLU, Linear -> 10."""
     return nn.Sequential(nn.Flatten(), nn.Linear(in_features, width), nn.BatchNorm1d(width), nn.ReLU(),
                          nn.Linear(width, n_classes))
 
 
 def lenet5(in_channels=1, padding=2, n_classes=10, modified=False, dropout=0.0) -> nn.Sequential:
-    """LeNet-5: three 5x5 convolutions (6, 16, 120 maps) with two poolings, then Linear 120 -> 84 -> classes.
-
-    Classic: tanh and average pooling. padding=2 lets 28x28 images in (32x32 ones need 0).
-    Modified (the FashionMNIST report's improvement): batch norm after each conv, ReLU, max pooling.
-    dropout: after Linear 120 -> 84, when above 0 (the modified net of the report uses 0.2).
-    """
     act = nn.ReLU if modified else nn.Tanh
     pool = nn.MaxPool2d if modified else nn.AvgPool2d
 
@@ -79,8 +67,6 @@ def lenet5(in_channels=1, padding=2, n_classes=10, modified=False, dropout=0.0) 
 # --- from notebooks/03_cifar10_cnn.ipynb
 
 def model2(n_classes=10, dropout=0.5) -> nn.Sequential:
-    """The given "model2" of the CIFAR-10 report: Conv 5x5 64, pool, Conv 5x5 64, pool, 3 x Conv 3x3 128 (all ReLU,
-    same padding), then Linear 8*8*128 -> 1024, ReLU, Dropout 0.5, Linear -> 10."""
     return nn.Sequential(
         nn.Conv2d(3, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(64, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
@@ -91,8 +77,6 @@ def model2(n_classes=10, dropout=0.5) -> nn.Sequential:
 
 def cnn(widths=(64, 128, 256), blocks=2, batch_norm=True, pool="max", dropout=0.0, in_channels=3,
         n_classes=10) -> nn.Sequential:
-    """A free-design CNN ("model3"): per stage, `blocks` x (3x3 conv [-> batch norm] -> ReLU) at that stage's width,
-    then 2x2 pooling (max, avg or mixed); global average pooling, [dropout,] one linear classifier."""
     layers, channels = [], in_channels
     for width in widths:
         for _ in range(blocks):
@@ -108,7 +92,6 @@ def cnn(widths=(64, 128, 256), blocks=2, batch_norm=True, pool="max", dropout=0.
 # --- from notebooks/04_mnist_cnn_ensemble.ipynb
 
 class MixedPool2d(nn.Module):
-    """The mean of max pooling and average pooling: the "mixed" pooling of the MNIST ensemble report."""
 
     def __init__(self, kernel_size: int = 2, ceil_mode: bool = False):
         super().__init__()
@@ -124,11 +107,6 @@ POOL_LAYERS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d, "mixed": MixedPool2d}
 
 def ensemble_cnn(pool: str = "mixed", dropout: float = 0.5, slope: float = 0.2, in_channels: int = 1,
                  n_classes: int = 10) -> nn.Sequential:
-    """The network of the MNIST ensemble report: three 3x3 convolutions (32, 64, 128 maps, same padding, ReLU),
-    each followed by 2x2 pooling (mixed, max or avg) that keeps TensorFlow's 'SAME' size, 28 -> 14 -> 7 -> 4 (the
-    last window of an odd side averages only the pixels it covers, as TensorFlow does); then Linear 2,048 ->
-    1,024 and 1,024 -> 512, each with leaky ReLU (slope 0.2, TensorFlow's) and dropout, and Linear 512 -> 10.
-    2,720,778 parameters. The report starts every bias at 0.1: init_weights(..., bias=0.1)."""
     def conv(c_in, c_out):
         return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), POOL_LAYERS[pool](2, ceil_mode=True)]
 
@@ -139,9 +117,5 @@ def ensemble_cnn(pool: str = "mixed", dropout: float = 0.5, slope: float = 0.2, 
                          *dense(4 * 4 * 128, 1024), *dense(1024, 512), nn.Linear(512, n_classes))
 
 
-# --- from notebooks/04_mnist_cnn_ensemble.ipynb
-
 def l2_penalty(model: nn.Module) -> torch.Tensor:
-    """The MNIST ensemble report's loss_w: over the weight layers (conv and linear weights, no biases), the sum of
-    each layer's mean squared weight."""
     return sum(p.pow(2).mean() for p in model.parameters() if p.dim() > 1)

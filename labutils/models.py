@@ -50,20 +50,17 @@ def summary(model: nn.Module, input_shape: tuple) -> dict:
 def describe(model: nn.Module, input_shape: tuple) -> str:
     """A printable table of `summary`: one line per layer, totals at the bottom."""
     s = summary(model, input_shape)
-    lines = [f"{'layer':<7}{'kind':<19}{'output':<14}{'parameters':>12}{'MACs':>14}"]
-    for name, kind, shape, params, mac in s["layers"]:
-        lines.append(f"{name:<7}{kind:<19}{'x'.join(map(str, shape)):<14}{params:>12,}{mac:>14,}")
-    lines.append(f"{'total':<40}{s['parameters']:>12,}{s['macs']:>14,}")
-    return "\n".join(lines)
+    return "\n".join([f"{'layer':<7}{'kind':<19}{'output':<14}{'parameters':>12}{'MACs':>14}"] + [
+        f"{name:<7}{kind:<19}{'x'.join(map(str, shape)):<14}{params:>12,}{mac:>14,}" for name, kind, shape, params, mac
+        in s["layers"]] + [f"{'total':<40}{s['parameters']:>12,}{s['macs']:>14,}"])
 
 
 def explain(error: BaseException, model: nn.Module, x: torch.Tensor, name: str = "", n_classes: int = 0) -> None:
     """Note on `error` where it lies in `model` (the layer that raised it), or its outputs against the classes."""
-    leaves = [(n, m) for n, m in model.named_modules() if next(m.children(), None) is None]
-    entered = []
+    leaves, entered = [(n, m) for n, m in model.named_modules() if next(m.children(), None) is None], []
+    who = f"{name}: " if name else ""
     hooks = [m.register_forward_pre_hook(lambda m, args, k=k: entered.append((k, args))) for k, (_, m) in
              enumerate(leaves)]
-    who = f"{name}: " if name else ""
     try:
         with torch.no_grad():
             out = model(x)
@@ -73,9 +70,10 @@ def explain(error: BaseException, model: nn.Module, x: torch.Tensor, name: str =
     except Exception:
         k, args = entered[-1] if entered else (-1, (x,))
         given = " and ".join("x".join(map(str, a.shape)) for a in args if isinstance(a, torch.Tensor))
-        before = f" by layer {leaves[k - 1][0]} ({type(leaves[k - 1][1]).__name__})" if len(entered) > 1 else ""
-        note = (f"{who}the error is in layer {leaves[k][0]}, {leaves[k][1]!r}, which was given {given}{before}." if k >= 0
-                else f"{who}the error is in the model's own forward, given {given}, before its first layer ran.")
+        j = entered[-2][0] if len(entered) > 1 else None   # the layer that ran before it
+        before = f" by layer {leaves[j][0]} ({type(leaves[j][1]).__name__})" if j is not None else ""
+        note = f"{who}the error is in layer {leaves[k][0]}, {leaves[k][1]!r}, which was given {given}{before}." \
+            if k >= 0 else f"{who}the error is in the model's own forward, given {given}, before its first layer ran."
     finally:
         for hook in hooks:
             hook.remove()

@@ -16,6 +16,7 @@ TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "di
 MAX_SEED = 2 ** 32 - 1   # NumPy's seeds stop there
 MAX_SHIFT = 27       # a reflect-padded shift must stay below the 28-pixel side of the labs' images
 MAX_STAGES = 5       # model3: each stage halves CIFAR-10's 32 pixels; after five, one is left
+WHERE = {True: "the notebook's parameters cell", False: "`labs list {}`"}   # where a user sees every parameter
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,6 @@ def read_cell(source: str) -> dict:
                                               comments.get(node.lineno, ""))
     return found
 
-
-# --- the rules ----------------------------------------------------------------------------------
 
 def _choices(assignment: str) -> dict:
     """The parameters that name one of a list of choices: name -> the choices."""
@@ -109,7 +108,7 @@ def validate(assignment: str, values: dict, params: dict, hint: str = "") -> dic
     for name, value in values.items():
         if name not in params:
             raise LabsError(f"Unknown parameter {shown(name)} for {assignment}{did_you_mean(str(name)[:100], params)}; "
-                            f"{hint or where_parameters(assignment)} lists them all.")
+                            f"{hint or WHERE[in_notebook()].format(assignment)} lists them all.")
         value = _typed(params[name], value)
         if name == "stages":
             check_stages(value)
@@ -149,13 +148,6 @@ def check_together(assignment: str, values: dict) -> None:
                         f"(at least {MIN_TRAIN}); raise n_train (0: all) or lower val_fraction.")
 
 
-def where_parameters(assignment: str) -> str:
-    """Where a user sees every parameter: the parameters cell in a notebook, `labs list` elsewhere."""
-    return "the notebook's parameters cell" if in_notebook() else f"`labs list {assignment}`"
-
-
-# --- a notebook's own check ---------------------------------------------------------------------
-
 def _literal_assignments(source: str) -> list | None:
     """The names a cell of plain `name = value` lines assigns, or None for any other cell."""
     try:
@@ -187,7 +179,9 @@ def notebook_cells(namespace: dict, assignment: str = "") -> tuple:
             declared = {}
         if declared:
             known = DECLARED.get(assignment, {})
-            retyped = [n for n in _literal_assignments_in(source) if n not in declared]
+            retyped = [node.targets[0].id for node in ast.parse(source).body if isinstance(node, ast.Assign) and
+                       len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                       and node.targets[0].id not in declared]   # lines added without their annotation
             for name in retyped:   # `epochs = 2` typed again without its annotation: still the parameter
                 if name in known:
                     declared[name] = Parameter(name, known[name], namespace.get(name), "")
@@ -196,12 +190,6 @@ def notebook_cells(namespace: dict, assignment: str = "") -> tuple:
         if names is not None:
             given = names + given
     return {}, []
-
-
-def _literal_assignments_in(source: str) -> list:
-    """Plain `name = value` lines inside a parameters cell (a line added without its annotation)."""
-    return [node.targets[0].id for node in ast.parse(source).body
-            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)]
 
 
 def check_notebook(assignment: str, namespace: dict) -> dict:

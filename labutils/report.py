@@ -22,8 +22,6 @@ from .train import pick_device, precision_for
 from .vocab import label, md
 
 
-# --- a run's record -----------------------------------------------------------------------
-
 def start(assignment: str, namespace: dict, gpu_advice: str = "") -> "Run":
     """A notebook's first step: check its parameters by the rules `labs` uses (one line for a bad one), pick the device
     and precision (run.device, run.precision), show them. The run lasts to run.finish(): what trained before is not
@@ -34,9 +32,8 @@ def start(assignment: str, namespace: dict, gpu_advice: str = "") -> "Run":
     output_dir = params.pop("output_dir", "")
     device = pick_device(params.get("device", "auto"), "" if params.get("synthetic") else gpu_advice)
     run = Run(assignment, params, device, output_dir, precision_for(device, params.get("precision", "auto")), namespace)
-    shown = dict(params)
-    if "precision" in shown:
-        shown["precision"] = f"{params['precision']} ({run.precision} here)"
+    shown = {**params, **({"precision": f"{params['precision']} ({run.precision} here)"} if "precision" in params
+                          else {})}
     display(Markdown(f"Running on **{md(device)}** with these parameters:\n\n" + parameter_table(shown)))
     return run
 
@@ -45,7 +42,7 @@ def named_models(assignment: str, params: dict) -> list:
     """The models a run's parameters ask for: what a finished run records."""
     if assignment == "mnist_cnn_ensemble":
         return [f"member {k + 1}" for k in range(params["members"])] + ["ensemble"]
-    return ["mlp"] if assignment == "mnist_mlp" else list(params["models"]) + ["ensemble"] * bool(params.get("ensemble"))
+    return ["mlp"] if assignment == "mnist_mlp" else [*params["models"], *["ensemble"] * bool(params.get("ensemble"))]
 
 
 class Run:
@@ -84,9 +81,8 @@ class Run:
     def add(self, name: str, model, fit, test) -> None:
         """Record a trained model: parameters, work per image, test evaluation, training history and speed."""
         shape = summary(model, test.input_shape)
-        if self._record(name, [fit], {**self._entry(shape["parameters"], test, fit.train_samples_per_second,
-                                                    fit.history),
-                                      "macs_per_image": shape["macs"], "train_seconds": fit.train_seconds,
+        entry = self._entry(shape["parameters"], test, fit.train_samples_per_second, fit.history)
+        if self._record(name, [fit], {**entry, "macs_per_image": shape["macs"], "train_seconds": fit.train_seconds,
                                       "recipe": fit.recipe.record() if fit.recipe else None, "network": repr(model),
                                       "val_images": fit.val_images, "note": fit.note,
                                       "val_accuracy_batch_statistics": fit.batch_statistics}):
@@ -108,8 +104,7 @@ class Run:
     @staticmethod
     def _entry(parameters: int, test, speed: float, history) -> dict:
         return {"parameters": parameters, "test_accuracy": test.accuracy, "test_loss": test.loss,
-                **({"test_accuracy_single_view": test.single_view_accuracy}
-                   if test.single_view_accuracy is not None else {}),
+                **({} if test.single_view_accuracy is None else {"test_accuracy_single_view": test.single_view_accuracy}),
                 "per_class_accuracy": test.per_class_accuracy(), "confusion_matrix": test.confusion_matrix(),
                 "train_samples_per_second": speed, "history": list(history)}
 
@@ -162,22 +157,20 @@ class Run:
                                   wall_seconds=time.perf_counter() - self.started)
 
     def _env(self) -> dict:
-        fits = list(self.fits.values())
-        return {"device": self.device.type,
-                "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+        cuda, fits = self.device.type == "cuda", list(self.fits.values())
+        return {"device": self.device.type, "gpu": torch.cuda.get_device_name(self.device) if cuda else None,
                 "precision": fits[0].precision if fits else self.precision,
                 "layout": {name: fit.layout for name, fit in self.fits.items()},
                 "steps": {name: fit.steps for name, fit in self.fits.items()},
-                "peak_memory_gb": torch.cuda.max_memory_reserved(self.device) / 1e9 if self.device.type == "cuda"
-                else None}
+                "peak_memory_gb": torch.cuda.max_memory_reserved(self.device) / 1e9 if cuda else None}
 
     def finish(self) -> dict:
         """Write results.json and say how the run ended; a record with no model never replaces one that has models."""
-        results, lines = self.results(), []
-        changed = [f"{n} {label(v)} → {label(self.params[n])}" for n, v in self.started_with.items() if self.params[n] != v]
-        if changed:
-            lines.append(f"The parameters changed after the start cell: {', '.join(changed)}; the record gives the "
-                         f"values that trained.")
+        results = self.results()
+        changed = ", ".join(f"{n} {label(v)} → {label(self.params[n])}" for n, v in self.started_with.items()
+                            if self.params[n] != v)
+        lines = [f"The parameters changed after the start cell: {changed}; the record gives the values that "
+                 f"trained."] if changed else []
         if self.output_dir:
             self._claim()
             keep = not results["models"] and isinstance(self.previous, dict) and self.previous.get("models")
@@ -205,21 +198,18 @@ def parameter_table(params: dict, columns: int = 3) -> str:
                      + [f"| {row} |" for row in rows])
 
 
-# --- one call each, for the notebooks -----------------------------------------------------
-
 def _naming_untrained(view):
     """A view that first names what did not finish, then shows what was trained (nothing, if none)."""
     @functools.wraps(view)
     def shown(run: Run, *args, **kwargs):
-        if run.untrained(expected=False):
-            print(run.untrained(expected=False))
         given = inspect.signature(view).bind(run, *args, **kwargs)
         given.apply_defaults()
         asked = given.arguments.get("only") or given.arguments.get("name")   # the model it shows, if one
-        if asked and asked not in run.models and run.models:
-            print(f"{asked} is not trained since the start cell, so there is nothing of it to show.")
-        if run.models and (not asked or asked in run.models):
-            return view(run, *args, **kwargs)
+        missing = f"{asked} is not trained since the start cell, so there is nothing of it to show." \
+            if asked and asked not in run.models and run.models else ""
+        for line in (line for line in (run.untrained(expected=False), missing) if line):
+            print(line)
+        return view(run, *args, **kwargs) if run.models and not missing else None
     return shown
 
 
@@ -259,8 +249,7 @@ def show_confusions(run: Run, classes, only: str | None = None) -> None:
 
 @_naming_untrained
 def show_per_class(run: Run, classes) -> None:
-    run.save(plot_per_class({n: m["per_class_accuracy"] for n, m in run.models.items()}, classes),
-             "per_class_accuracy")
+    run.save(plot_per_class({n: m["per_class_accuracy"] for n, m in run.models.items()}, classes), "per_class_accuracy")
 
 
 @_naming_untrained
@@ -302,8 +291,6 @@ def show_extremes(run: Run) -> None:
     """The report's table: each network's lowest test loss and highest test accuracy over training."""
     display(Markdown(analysis.extremes({n: m["history"] for n, m in run.models.items()})))
 
-
-# --- figures ------------------------------------------------------------------------------
 
 def plot_history(histories: dict, title: str = ""):
     """Each model's loss and accuracy over training: training solid, validation dashed, test dotted."""
@@ -424,8 +411,7 @@ def plot_augmented(data, augment, n: int = 6, copies: int = 5):
     x = data.train.x[:n]
     columns = [data.unnormalize(x)] + [data.unnormalize(augment(x)) for _ in range(copies)]
     fig, ax = plt.subplots(figsize=((copies + 1) * 0.9 + 0.5, n * 0.9 + 0.5))
-    _show_image(ax, _tile([[column[i] for column in columns] for i in range(len(x))]),
-                f"original, then {augment}")
+    _show_image(ax, _tile([[column[i] for column in columns] for i in range(len(x))]), f"original, then {augment}")
     fig.tight_layout()
     return fig
 

@@ -30,10 +30,8 @@ def build(assignment: str, params: dict, *, status: str = "ok", error: str | Non
     return {"assignment": assignment, "status": status, "error": error, "setting": setting,
             "seed": params.get("seed"), "params": params,
             "env": {key: {**known, **(env or {})}.get(key) for key in ENV_KEYS},
-            "wall_seconds": wall_seconds, "finished": now(), "models": models or {}}
+            "wall_seconds": wall_seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "models": models or {}}
 
-
-# --- the one rule for "best" -----------------------------------------------------------------
 
 def final_val_accuracy(model: dict) -> float | None:
     """A model's validation accuracy where its training ended (None without one): what "best" is judged by."""
@@ -52,13 +50,6 @@ def epoch_seconds(history: list) -> float:
     """The mean seconds of training between two evaluations (an epoch, or an evaluation period of a staged recipe)."""
     return sum(row["seconds"] for row in history) / max(len(history), 1)
 
-
-def now() -> str:
-    """The local date and time, as results.json records when a run finished: 2026-11-23T14:05:09."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S")
-
-
-# --- writing: whole or not at all -----------------------------------------------------------
 
 def write_atomic(path: Path, content: str | bytes) -> None:
     """Write `content` to `path` by a temporary file and a rename: whole or absent, the OSError naming `path`."""

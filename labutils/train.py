@@ -26,8 +26,6 @@ from .vocab import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, check_choice, chec
 LOSS_FUNCTIONS = {"cross_entropy": nn.functional.cross_entropy, "multi_margin": nn.functional.multi_margin_loss}
 
 
-# --- where and how precisely ----------------------------------------------------------------
-
 def pick_device(name: str = "auto", gpu_advice: str = "") -> torch.device:
     """"auto": cuda, then mps, then cpu; a named device must exist. gpu_advice: said in one line on a CPU."""
     if name == "auto":
@@ -43,9 +41,8 @@ def pick_device(name: str = "auto", gpu_advice: str = "") -> torch.device:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch: bit for bit on a CPU, to rounding on CUDA (atomic adds sum in varying order)."""
-    random.seed(seed)
-    numpy.random.seed(seed)
-    torch.manual_seed(seed)
+    for seeded in (random.seed, numpy.random.seed, torch.manual_seed):
+        seeded(seed)
 
 
 @functools.cache
@@ -111,26 +108,19 @@ def prepare(model: nn.Module, device: torch.device) -> str:
     return "contiguous"
 
 
-# --- the recipe -----------------------------------------------------------------------------
-
-def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
-                   fused: bool = False):
+def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, fused: bool = False):
     """One of OPTIMIZERS; weight_decay is an L2 gradient term (decoupled for adamw). fused: one kernel, its lr from
     the GPU (adam, adamw, sgd, on CUDA). SGD's momentum starts at zero here, never unset after a skipped fp16 step."""
     check_choice("optimizer", name, OPTIMIZERS)
-    fast = {"fused": True} if fused and name in FUSED else {}
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **fast)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **fast)
-    if name == "sgd":
-        sgd = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **fast)
-        for p in (p for group in sgd.param_groups for p in group["params"]) if momentum else ():
-            sgd.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return sgd
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    return torch.optim.Adadelta(params, lr=lr, weight_decay=weight_decay)
+    extra = {**({"momentum": momentum} if name in ("sgd", "rmsprop") else {}),
+             **({"fused": True} if fused and name in FUSED else {})}
+    optimizer = getattr(torch.optim, OPTIMIZER_CLASSES[name])(params, lr=lr, weight_decay=weight_decay, **extra)
+    for p in (p for group in optimizer.param_groups for p in group["params"]) if name == "sgd" and momentum else ():
+        optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    return optimizer
+
+
+OPTIMIZER_CLASSES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop", "adadelta": "Adadelta"}
 
 
 @dataclass(frozen=True)
@@ -252,8 +242,6 @@ class Recipe:
         return describe_recipe(self)
 
 
-# --- the loop -------------------------------------------------------------------------------
-
 def step(model: nn.Module, optimizer, criterion, x, y, l2=0.0, precision: str = "fp32", penalty=None,
          scaler=None) -> tuple:
     """One training step: forward (autocast in bf16 or fp16), loss in fp32 (+ l2 * penalty / batch when l2 is not 0),
@@ -337,11 +325,9 @@ class CapturedSteps(Steps):
             self.l2.fill_(l2)
         with warnings.catch_warnings():   # the optimizer is made for the graph: it warns of every step outside one
             warnings.filterwarnings("ignore", ".*capturable=True")
-            self._step(idx)
+            self.body(idx, self.l2) if self.eager else self.graphed(idx)
 
-    def _step(self, idx: torch.Tensor) -> None:
-        if self.eager:
-            return self.body(idx, self.l2)
+    def graphed(self, idx: torch.Tensor) -> None:
         if len(idx) not in self.graphs:
             while len(self.graphs) >= self.keep:
                 del self.graphs[next(iter(self.graphs))]
@@ -395,18 +381,14 @@ FUSED = ("adam", "adamw", "sgd")   # the optimizers that update in one kernel, a
 def uncapturable(recipe: Recipe, precision: str) -> str:
     """Why a step cannot be captured ('' when it can): fp16's scaler reads the GPU in non-fused updates."""
     if precision == "fp16" and recipe.optimizer not in FUSED:
-        return f"in fp16 the gradient scaler reads the GPU in every {recipe.optimizer} step, which a CUDA graph cannot " \
-               f"hold (adam, adamw and sgd can)"
+        return (f"in fp16 the gradient scaler reads the GPU in every {recipe.optimizer} step, which a CUDA graph "
+                f"cannot hold (adam, adamw and sgd can)")
     return ""
 
 
 def captures(device: torch.device) -> bool:
     """Whether training on `device` runs as CUDA graphs: on CUDA, unless LABS_EAGER is set."""
     return device.type == "cuda" and not os.environ.get("LABS_EAGER")
-
-
-class Stopped(LabsError):
-    """Training stopped by the user (Jupyter's stop button, Ctrl-C): one line, no traceback."""
 
 
 ATTEMPTS: dict = {}   # model name -> its latest training since the start cell (report.start clears it): the Fit
@@ -439,14 +421,12 @@ def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", wa
     iterations); on CUDA as captured graphs, the same batches and schedule. watch: a split evaluated too, for the
     curves (Fit.watched, test_loss and test_accuracy). ATTEMPTS keeps how it ended; an error in the network gets a
     note naming its layer."""
-    __tracebackhide__ = True
     device = data.train.x.device
     result = Fit(precision=precision_for(device, recipe.precision), layout=prepare(model, device), recipe=recipe,
                  val_images=len(data.val), run=RUN)
-    graphs = captures(device)
     optimizer = make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.weight_decay, recipe.momentum,
                                fused=device.type == "cuda")
-    steps = (CapturedSteps(model, optimizer, recipe, result.precision, data.train, name=name) if graphs else
+    steps = (CapturedSteps(model, optimizer, recipe, result.precision, data.train, name=name) if captures(device) else
              Steps(model, optimizer, recipe, result.precision, data.train))
     plan, stream, train_seconds, seen = recipe.laid_out(len(data.train)), Shuffled(data.train), 0.0, 0
     ATTEMPTS[name] = "did not finish"
@@ -460,7 +440,7 @@ def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", wa
             bar and bar.close()
             ATTEMPTS[name] = "stopped in " + (f"epoch {start // plan.every + 1} of {recipe.epochs}" if not plan.staged
                                               else f"iterations {start + 1:,} to {stop:,} of {plan.total:,}")
-            raise Stopped(f"{name}: training {ATTEMPTS[name]}; run this cell again to train from the start.") from None
+            raise LabsError(f"{name}: training {ATTEMPTS[name]}; run this cell again to train from the start.") from None
         except Exception as e:
             bar and bar.close()
             ATTEMPTS[name] = f"crashed: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
@@ -484,26 +464,21 @@ def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", wa
         result.batch_statistics = evaluate(model, data.val, recipe.loss, precision=result.precision,
                                            batch_size=recipe.batch_size, batch_statistics=True).accuracy
     _check_learned(result, name, len(data.classes), plan.total)
-    if result.error and progress:
-        print(f"DIVERGED: {result.error}", flush=True)
-    if result.note and progress:
-        print(f"NOTE: {result.note}", flush=True)
+    if progress and (result.error or result.note):   # a divergence has no note
+        print(f"DIVERGED: {result.error}" if result.error else f"NOTE: {result.note}", flush=True)
     ATTEMPTS[name] = result
     return result
 
 
 def _interval(model, data, recipe, plan, stream, steps, start, stop, bar, watch, result) -> dict:
     """The steps between two evaluations, then the evaluation: the history's row (with the images trained)."""
-    began = time.perf_counter()
+    began, images = time.perf_counter(), 0
     model.train()
-    images = 0
     for i in range(start, stop):
         lr, size, l2 = plan.at(i)
-        idx = stream.indices(size)
-        steps(idx, lr, l2)
+        steps(idx := stream.indices(size), lr, l2)
         images += len(idx)
-        if bar:
-            bar.update(len(idx))
+        bar and bar.update(len(idx))
     loss_sum, correct = steps.totals()
     result.train_seconds.append(time.perf_counter() - began)
     row = history_row(plan, start, stop, 0.0, loss_sum / images, correct / images,
@@ -561,8 +536,6 @@ def progress_line(where: str, row: dict, per_second: float) -> str:
     return line + f"  lr {row['lr']:.1e}  {row['seconds']:.1f} s, {per_second:,.0f} img/s"
 
 
-# --- evaluation and ensembles ---------------------------------------------------------------
-
 @dataclass
 class Evaluation:
     """A model's loss, accuracy and predictions on one split (tensors on the CPU)."""
@@ -580,8 +553,7 @@ class Evaluation:
         return torch.bincount(self.labels * n + self.predictions, minlength=n ** 2).view(n, n)
 
     def per_class_accuracy(self, n_classes: int = 0) -> list:
-        cm = self.confusion_matrix(n_classes)
-        return (cm.diag() / cm.sum(1).clamp(min=1)).tolist()
+        return ((cm := self.confusion_matrix(n_classes)).diag() / cm.sum(1).clamp(min=1)).tolist()
 
 
 @torch.inference_mode()
@@ -590,8 +562,7 @@ def evaluate(model: nn.Module, split: Split, loss: str = "cross_entropy", tta: b
     """Loss and accuracy of `model` on `split` in eval mode, forward passes in `precision`. tta: average each image's
     outputs with its mirror image's. batch_statistics: batch norm on each batch's statistics (a copy of the model).
     batch_size 0: 1024 on a GPU, 128 on a CPU."""
-    was_training, original = model.training, model
-    device = split.x.device
+    original, was_training, device = model, model.training, split.x.device
     batch_size = batch_size or (128 if device.type == "cpu" else 1024)
     check_choice("precision", precision, PRECISIONS[1:])
     model.eval()
@@ -604,7 +575,7 @@ def evaluate(model: nn.Module, split: Split, loss: str = "cross_entropy", tta: b
     logits = []
     for x, y in batches(split, batch_size):
         n = len(y)
-        if device.type == "cuda" and n < batch_size < len(split) and not batch_statistics:   # one batch shape: cuDNN tunes it once
+        if device.type == "cuda" and n < batch_size < len(split) and not batch_statistics:   # one shape for cuDNN
             x = torch.cat([x, x[:1].expand(batch_size - n, *x.shape[1:])])
         with autocast(device, precision):
             out = model(x).float()[:n]

@@ -14,7 +14,7 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
 
 # The files that start the most notebook kernels run first (the others keep their order): with one file per worker
 # at a time, a long file begun last would leave the other cores idle through its last minutes.
-FIRST = ["test_grading.py", "test_record.py", "test_dask_faults.py", "test_sweep.py", "test_faults.py", "test_faults_results.py", "test_faults_third.py", "test_run.py",
+FIRST = ["test_grading.py", "test_diagnoses.py", "test_record.py", "test_dask_faults.py", "test_sweep.py", "test_faults.py", "test_faults_results.py", "test_faults_third.py", "test_run.py",
          "test_faults_again.py", "test_cifar.py", "test_colab.py", "test_notebook_checks.py"]
 
 

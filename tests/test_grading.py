@@ -116,8 +116,6 @@ def test_grading_gives_the_reference_full_marks_mistakes_their_points_and_contai
     submission(course, subs, "wrong-layer-size", reference.replace("nn.Linear(120, 84)", "nn.Linear(100, 84)"))
     submission(course, subs, "crash-in-training", reference.replace("nn.Linear(84, n_classes))", "nn.Linear(84, 5))"))
     tamper = "check = lambda *args: print('matches the reference')\nimport labutils.checks\nlabutils.checks.check = check"
-    submission(course, subs, "tampered-check", reference.replace("nn.Linear(120, 84)", "nn.Linear(100, 84)"),
-               check=tamper + "\ncheck('lenet5', lenet5, {})")
     submission(course, subs, "reads-outside", extra=f"print(open({str(outside / 'secret.key')!r}).read())\n"
                                                      f"print(open({str(material)!r}).read())")
     submission(course, subs, "writes-outside", extra=f"open({str(outside / 'pwned')!r}, 'w').write('x')")
@@ -150,7 +148,6 @@ def test_grading_gives_the_reference_full_marks_mistakes_their_points_and_contai
     full = int(rows["reference.ipynb"]["max_points"])
     assert points["reference"] == full and rows["reference.ipynb"]["status"] == "ok"
     assert points["untouched"] == 0 and points["redefines-checks"] == 0     # checks replaced: nothing gained
-    assert points["tampered-check"] == points["wrong-layer-size"]          # an edited check cell: the same
     assert 0 < points["wrong-layer-size"] < full
     assert 0 < points["crash-in-training"] < full
     assert "Target" in rows["crash-in-training.ipynb"]["reason"]
