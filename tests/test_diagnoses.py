@@ -42,6 +42,6 @@ def test_a_short_run_at_the_students_settings_is_not_called_diverged_nor_overfit
 
 def test_the_same_diagnoses_in_bf16(tmp_path):
     results, analysis = diagnoses("03_cifar10_cnn", tmp_path, n_train="600", epochs="2", precision='"bf16"',
-                                  models='["model3"]', model3_widths="[32, 64, 128]", ensemble="0")
+                                  models='["model3"]', model3_widths="[32, 64]", ensemble="0")
     assert results["status"] == "ok" and results["env"]["precision"] == "bf16"
     assert "with batch statistics" in results["models"]["model3"]["note"] and "it overfits" not in analysis

@@ -133,7 +133,7 @@ def test_grading_gives_the_reference_full_marks_mistakes_their_points_and_contai
         proc = labs("grade", *sorted(set(subs.glob("*.ipynb")) - set(hostile)), "--output", course, "--workers", "2",
                     timeout=600)
         assert proc.returncode == 0, proc.stderr
-        proc = labs("grade", *hostile, "--output", course, "--workers", "2", "--timeout", "20", "--memory", "3",
+        proc = labs("grade", *hostile, "--output", course, "--workers", "2", "--timeout", "15", "--memory", "3",
                     timeout=600)
     finally:
         done.set()
@@ -151,7 +151,7 @@ def test_grading_gives_the_reference_full_marks_mistakes_their_points_and_contai
     assert 0 < points["wrong-layer-size"] < full
     assert 0 < points["crash-in-training"] < full
     assert "Target" in rows["crash-in-training.ipynb"]["reason"]
-    assert rows["loops.ipynb"]["reason"] == "timed out after 20 s" == rows["forks.ipynb"]["reason"]
+    assert rows["loops.ipynb"]["reason"] == "timed out after 15 s" == rows["forks.ipynb"]["reason"]
     assert rows["allocates.ipynb"]["reason"] == "ran out of memory (the limit is 3 GB)"
     for hostile in ("reads-outside", "writes-outside", "connects"):
         assert rows[f"{hostile}.ipynb"]["status"] == "failed" and points[hostile] == 0
@@ -161,5 +161,5 @@ def test_grading_gives_the_reference_full_marks_mistakes_their_points_and_contai
     assert (course / "grades.html").read_text().count("<tr>") == len(rows) + 1
     # run again: what was graded is skipped
     stamps = {p: p.stat().st_mtime_ns for p in (course / "graded").glob("*/grade.json")}
-    again = labs("grade", *sorted(subs.glob("*.ipynb")), "--output", course, "--timeout", "20", timeout=120)
+    again = labs("grade", *sorted(subs.glob("*.ipynb")), "--output", course, "--timeout", "15", timeout=120)
     assert again.returncode == 0 and {p: p.stat().st_mtime_ns for p in stamps} == stamps
