@@ -23,9 +23,9 @@ def network(obj):
     return built if isinstance(built, nn.Module) and any(True for _ in built.parameters()) else None
 
 
-def probes(obj, shape: tuple) -> dict | None:
+def probes(obj, shape: tuple, seed: int = 0) -> dict | None:
     """Seeded inputs for `obj`'s parameters by name (model, split, optimizer, batch_size, x); None if one has none."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = nn.Sequential(nn.Conv2d(shape[0], 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
                           nn.Linear(4 * shape[1] * shape[2], 10))
     known = {"model": model, "split": Split(torch.randn(32, *shape), torch.randint(10, (32,))), "batch_size": 8,
@@ -47,7 +47,7 @@ def fingerprint(value) -> list:
     return [round(float(value), 6)] if isinstance(value, (int, float)) else []
 
 
-def describe(obj, shape: tuple) -> dict:
+def describe(obj, shape: tuple, seed: int = 0) -> dict:
     """What an exercise gives: a network's layers and parameters, or a function's value on seeded inputs."""
     from .models import summary
     built = network(obj)
@@ -60,10 +60,10 @@ def describe(obj, shape: tuple) -> dict:
         return {"layers": [[n, repr(m), s, sum(p.numel() for p in m.parameters())] for (n, m), s in zip(leaves, shapes)],
                 "parameters": sum(p.numel() for p in built.parameters()), **failed}
     call = obj() if isinstance(obj, type) else obj   # a layer without weights is called on a batch
-    args = probes(call, shape) if callable(call) else None
+    args = probes(call, shape, seed) if callable(call) else None
     if args is None:
         return {"value": fingerprint(obj)} if isinstance(obj, dict) else {}
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     with torch.no_grad() if "optimizer" not in args else torch.enable_grad():
         value = call(**args)
     return {"value": fingerprint(value if value is not None else args.get("model"))}   # else: the model it changed

@@ -163,3 +163,16 @@ def test_grading_gives_the_reference_full_marks_mistakes_their_points_and_contai
     stamps = {p: p.stat().st_mtime_ns for p in (course / "graded").glob("*/grade.json")}
     again = labs("grade", *sorted(subs.glob("*.ipynb")), "--output", course, "--timeout", "15", timeout=120)
     assert again.returncode == 0 and {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_the_hidden_checks_of_a_function_use_other_inputs_and_tell_a_wrong_one():
+    from labs.grade import hidden_checks
+    from labutils import checks, lessons
+
+    def counts_biases(model):
+        return sum(p.pow(2).mean() for p in model.parameters())
+    for reference in (lessons.l2_penalty, lessons.init_weights, lessons.MixedPool2d):
+        assert hidden_checks(reference, reference, (1, 28, 28)) == {"other inputs": True}
+    assert hidden_checks(counts_biases, lessons.l2_penalty, (1, 28, 28)) == {"other inputs": False}
+    assert checks.describe(lessons.l2_penalty, (1, 28, 28), seed=1) != checks.describe(lessons.l2_penalty, (1, 28, 28))
+    assert hidden_checks(lessons.lenet5, lessons.lenet5, (1, 28, 28)) == {"outputs": True, "gradients": True}
