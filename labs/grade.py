@@ -256,15 +256,25 @@ def grade(submissions: list, output: Path, material: Path, workers: int = 1, sch
     if scheduler:
         from distributed import Client
         with Client(scheduler, timeout="30s") as client:
-            rows = client.gather([client.submit(grade_one, *job, pure=False) for job in jobs])
+            rows = client.gather([client.submit(safely, *job, pure=False) for job in jobs])
     else:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            rows = list(pool.map(lambda job: grade_one(*job), jobs))
+            rows = list(pool.map(lambda job: safely(*job), jobs))
     for row in rows:
         print(f"{row['submission']}: {row['points']} of {row['max_points']} points"
               + (f" ({row['status']}: {row['reason']})" if row["reason"] else ""))
-    write_tables([json.loads(p.read_text()) for p in sorted((output / "graded").glob("*/grade.json"))], output)
+    graded = [json.loads(p.read_text()) for p in sorted((output / "graded").glob("*/grade.json"))]
+    write_tables(graded + [r for r in rows if r["submission"] not in {g["submission"] for g in graded}], output)
     return rows
+
+
+def safely(submission: str, *args) -> dict:
+    """grade_one, or a row that says why the grader itself could not grade the submission (graded again next time)."""
+    try:
+        return grade_one(submission, *args)
+    except Exception as e:
+        return {"submission": Path(submission).name, "status": "failed", "points": 0, "max_points": 0, "checks": {},
+                "reason": f"it could not be graded: {type(e).__name__}: {e}"[:200], "accuracies": {}, "bands": {}}
 
 
 def write_tables(rows: list, output: Path) -> None:

@@ -176,3 +176,10 @@ def test_the_hidden_checks_of_a_function_use_other_inputs_and_tell_a_wrong_one()
     assert hidden_checks(counts_biases, lessons.l2_penalty, (1, 28, 28)) == {"other inputs": False}
     assert checks.describe(lessons.l2_penalty, (1, 28, 28), seed=1) != checks.describe(lessons.l2_penalty, (1, 28, 28))
     assert hidden_checks(lessons.lenet5, lessons.lenet5, (1, 28, 28)) == {"outputs": True, "gradients": True}
+
+
+def test_a_submission_the_grader_itself_cannot_grade_is_a_row_with_its_reason_and_stops_nothing(tmp_path):
+    from labs.grade import safely
+    row = safely(str(tmp_path / "s.ipynb"), str(tmp_path), str(tmp_path / "no-material.json"), 0, False, 10, 1)
+    assert row["status"] == "failed" and row["points"] == 0
+    assert row["reason"].startswith("it could not be graded: FileNotFoundError: ")
