@@ -77,11 +77,12 @@ def reference(cells_source: str) -> dict:
 
 def variants(obj) -> list:
     """The keyword arguments a network's public checks call it with: its defaults, then each yes/no argument turned
-    the other way (lab 02's lenet5(modified=True), lab 01's mlp(batch_norm=True))."""
+    the other way and each rate that is off (0.0) turned on (lab 02's lenet5(modified=True), lenet5(dropout=0.5))."""
     if checks.network(obj) is None:
         return [{}]
-    flags = [p for p in inspect.signature(obj).parameters.values() if isinstance(p.default, bool)]
-    return [{}] + [{p.name: not p.default} for p in flags]
+    parameters = inspect.signature(obj).parameters.values()
+    return [{}] + [{p.name: not p.default} if isinstance(p.default, bool) else {p.name: 0.5} for p in parameters
+                   if isinstance(p.default, bool) or isinstance(p.default, float) and p.default == 0.0]
 
 
 def student_version(assignment: str) -> tuple:

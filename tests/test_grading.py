@@ -48,7 +48,8 @@ def test_the_student_version_keeps_signatures_and_docstrings_and_nothing_else_of
     source = nb.cells[exercise].source
     assert "def lenet5(in_channels=1, padding=2, n_classes=10, modified=False, dropout=0.0) -> nn.Sequential:" in source
     assert "raise NotWritten(\"lenet5 is not written yet: the cell under 'The three models'.\")" in source
-    assert nb.cells[exercise + 1].source.count("\ncheck(") == 3                  # fcn, lenet5, lenet5(modified=True)
+    assert [line.split(",")[0] for line in nb.cells[exercise + 1].source.splitlines()[1:]] == [
+        "check('fcn'", "check('lenet5'", "check('lenet5(modified=True)'", "check('lenet5(dropout=0.5)'"]
     assert any("colab-install" in c.metadata.get("tags", []) for c in nb.cells)
     assert nb.metadata.kernelspec.name == "python3" and nb.metadata.labs == {"assignment": "fashion_fcn_vs_lenet"}
     assert "band" not in text and "reference" not in json.dumps(nb.metadata)   # the grader's material stays its own
@@ -66,7 +67,8 @@ def test_the_student_version_runs_with_one_line_for_each_cell_that_needs_an_exer
     assert "".join(o.get("text", str(o)) for o in check.outputs) == (
         "fcn is not written yet: the cell under 'The three models'.\n"
         "lenet5 is not written yet: the cell under 'The three models'.\n"
-        "lenet5(modified=True): lenet5 is not written yet: the cell under 'The three models'.\n")
+        "lenet5(modified=True): lenet5 is not written yet: the cell under 'The three models'.\n"
+        "lenet5(dropout=0.5): lenet5 is not written yet: the cell under 'The three models'.\n")
 
 
 def submission(course, folder, name: str, exercise: str | None = None, extra: str = "", check: str = "") -> None:
