@@ -319,8 +319,9 @@ def _final(assignment: str, params: dict, folder: Path, error: str | None, secon
     """The run's results.json, from the notebook's own record (when it wrote one and nothing failed after):
     with the run's setting, or "failed" with the error. Written whole; if even that fails, none is left."""
     record = records.read(folder, warn=False)
-    if record is None and not error:
-        error = "the notebook finished without writing results.json"
+    if not error and (record is None or record["status"] == "running"):
+        error = "the notebook finished without " + ("writing results.json" if record is None else "its last cell, "
+                                                     "run.finish(), which completes results.json")
     if error:
         results = results_file.build(assignment, params, status="failed", error=error, wall_seconds=seconds,
                                      setting=setting, env=(record or {}).get("env"))

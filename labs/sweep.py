@@ -550,11 +550,12 @@ def _after_the_scheduler(tasks: dict, reported: set, started: float, address: st
     for key, (_, _, folder, _) in tasks.items():
         folder, name = Path(folder), key if several else key.split("/", 1)[1]
         record = records.read(folder, warn=False)
-        if record is not None and (folder / "results.json").stat().st_mtime >= started:
+        begun = record is not None and (folder / "results.json").stat().st_mtime >= started
+        if begun and record["status"] != "running":
             counts["finished"] += 1
             if key not in reported:
                 print(f"{name}: {results_file.describe(record)}", flush=True)
-        elif (folder / runner.LOCK).exists():
+        elif begun or (folder / runner.LOCK).exists():   # its record says running: it had begun, not finished
             counts["running"] += 1
             print(f"{name}: was running on a worker when the scheduler was lost", flush=True)
         else:

@@ -22,10 +22,8 @@ from .vocab import MIN_TRAIN, SYNTHETIC_IMAGES, plural
 
 def data_dir(path: str = "") -> Path:
     """The dataset folder: `path`, else $LABS_DATA_DIR, else /content/data on Colab, else ~/.cache/labs/data."""
-    if path:
-        return Path(path).expanduser()
-    if os.environ.get("LABS_DATA_DIR"):
-        return Path(os.environ["LABS_DATA_DIR"]).expanduser()
+    if path or os.environ.get("LABS_DATA_DIR"):
+        return Path(path or os.environ["LABS_DATA_DIR"]).expanduser()
     if "google.colab" in sys.modules:
         return Path("/content/data")
     return Path.home() / ".cache" / "labs" / "data"
@@ -45,8 +43,7 @@ def read_idx(path: Path) -> torch.Tensor:
         raise damaged(path, f"is damaged and cannot be read ({e})") from None
     if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
         raise damaged(path, "is not an idx file of unsigned bytes")
-    ndim = raw[3]
-    start = 4 + 4 * ndim
+    ndim, start = raw[3], 4 + 4 * raw[3]
     if len(raw) < start:
         raise damaged(path, "is truncated (its header is cut short)")
     shape = struct.unpack(f">{ndim}I", raw[4:start])
@@ -81,8 +78,8 @@ def _read_idx_dataset(folder: Path, n_classes: int) -> dict:
         images, labels = arrays[f"{part}_x"], arrays[f"{part}_y"]
         for key, array, dims in ((f"{part}_x", images, 3), (f"{part}_y", labels, 1)):
             if array.dim() != dims:
-                what = "images (3 dimensions)" if dims == 3 else "labels (1 dimension)"
-                raise damaged(paths[key], f"holds an array of {array.dim()} dimensions, not {what}")
+                raise damaged(paths[key], f"holds an array of {array.dim()} dimensions, not "
+                                          f"{'images (3 dimensions)' if dims == 3 else 'labels (1 dimension)'}")
         check_labels(paths[f"{part}_y"], labels, len(images), paths[f"{part}_x"], n_classes)
     return {key: a.unsqueeze(1) if key.endswith("_x") else a.long() for key, a in arrays.items()}
 
@@ -297,8 +294,7 @@ class Data:
 
     def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Undo the normalization: pixel values in [0, 1], on the CPU, for plotting."""
-        mean = torch.tensor(self.mean).view(-1, 1, 1)
-        std = torch.tensor(self.std).view(-1, 1, 1)
+        mean, std = (torch.tensor(values).view(-1, 1, 1) for values in (self.mean, self.std))
         return (x.detach().float().cpu() * std + mean).clamp(0, 1)
 
     def __repr__(self) -> str:

@@ -4,6 +4,8 @@ the notebooks' own; what other labs reuse is labutils.lessons, generated from th
 import torch
 from torch import nn
 
+from . import LabsError
+
 
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
@@ -30,18 +32,13 @@ def summary(model: nn.Module, input_shape: tuple) -> dict:
                 rows.append((name, type(m).__name__, tuple(out.shape[1:]),
                              sum(p.numel() for p in m.parameters()), macs(m, out)))
             hooks.append(module.register_forward_hook(hook))
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    x = torch.zeros(1, *input_shape, device=device)
+    x = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
     try:
-        with torch.no_grad():
-            model(x)
+        check_outputs(model, x)
     except Exception as e:
         explain(e, model, x)
         raise
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
     return {"layers": rows, "parameters": count_parameters(model), "macs": sum(r[4] for r in rows)}
@@ -55,6 +52,19 @@ def describe(model: nn.Module, input_shape: tuple) -> str:
         in s["layers"]] + [f"{'total':<40}{s['parameters']:>12,}{s['macs']:>14,}"])
 
 
+def check_outputs(model: nn.Module, x: torch.Tensor, n_classes: int = 0, name: str = "") -> None:
+    """A forward pass in evaluation mode (the mode is kept); a LabsError unless it gives one output per class."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(x)
+    finally:
+        model.train(was_training)
+    if n_classes and out.dim() == 2 and out.shape[-1] != n_classes:
+        raise LabsError(f"{name or 'The model'} gives {out.shape[-1]} outputs per image, but the data has {n_classes} "
+                        f"classes: its last layer must give {n_classes}.")
+
+
 def explain(error: BaseException, model: nn.Module, x: torch.Tensor, name: str = "", n_classes: int = 0) -> None:
     """Note on `error` where it lies in `model` (the layer that raised it), or its outputs against the classes."""
     leaves, entered = [(n, m) for n, m in model.named_modules() if next(m.children(), None) is None], []
@@ -62,11 +72,10 @@ def explain(error: BaseException, model: nn.Module, x: torch.Tensor, name: str =
     hooks = [m.register_forward_pre_hook(lambda m, args, k=k: entered.append((k, args))) for k, (_, m) in
              enumerate(leaves)]
     try:
-        with torch.no_grad():
-            out = model(x)
-        note = (f"{name or 'The model'} gives {out.shape[-1]} outputs per image, but the data has {n_classes} classes: "
-                f"its last layer must give {n_classes}." if n_classes and out.dim() == 2 and out.shape[-1] != n_classes
-                else f"{who}a forward pass runs, so the error lies in the loss, the backward pass or the update.")
+        check_outputs(model, x, n_classes, name)
+        note = f"{who}a forward pass runs, so the error lies in the loss, the backward pass or the update."
+    except LabsError as e:
+        note = str(e)
     except Exception:
         k, args = entered[-1] if entered else (-1, (x,))
         given = " and ".join("x".join(map(str, a.shape)) for a in args if isinstance(a, torch.Tensor))
@@ -77,5 +86,5 @@ def explain(error: BaseException, model: nn.Module, x: torch.Tensor, name: str =
     finally:
         for hook in hooks:
             hook.remove()
-    if hasattr(error, "add_note") and note not in getattr(error, "__notes__", ()):
+    if hasattr(error, "add_note") and note not in (str(error), *getattr(error, "__notes__", ())):
         error.add_note(note)

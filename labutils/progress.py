@@ -10,9 +10,8 @@ from . import in_notebook
 
 def mode() -> str:
     """'notebook', 'terminal' or 'lines'."""
-    if in_notebook():
-        return "notebook"
-    return "terminal" if not os.environ.get("LABS_BATCH") and sys.stderr.isatty() else "lines"
+    return "notebook" if in_notebook() else ("terminal" if not os.environ.get("LABS_BATCH") and sys.stderr.isatty()
+                                             else "lines")
 
 
 class Bar:

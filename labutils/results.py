@@ -1,6 +1,7 @@
 """results.json, a run's record: the one function that builds it, writing it whole or not at all, and the one rule
 for "best" (labs.records reads it back). No torch here."""
 
+import contextlib
 import json
 import math
 import os
@@ -22,11 +23,9 @@ def build(assignment: str, params: dict, *, status: str = "ok", error: str | Non
     """The record of a run, one shape whatever its status (README, "What a run writes"); unknown env keys None."""
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
-    try:
-        torch_version = version("torch")
-    except PackageNotFoundError:
-        torch_version = None
-    known = {"python": platform.python_version(), "torch": torch_version, "labutils": __version__}
+    known = {"python": platform.python_version(), "torch": None, "labutils": __version__}
+    with contextlib.suppress(PackageNotFoundError):
+        known["torch"] = version("torch")
     return {"assignment": assignment, "status": status, "error": error, "setting": setting,
             "seed": params.get("seed"), "params": params,
             "env": {key: {**known, **(env or {})}.get(key) for key in ENV_KEYS},
@@ -63,11 +62,10 @@ def write_atomic(path: Path, content: str | bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except OSError as e:   # a full disk, a folder in the way: name the file meant, not the temporary one
+    except BaseException as e:   # a stop (KeyboardInterrupt) included: no temporary file is left behind
         Path(tmp).unlink(missing_ok=True)
-        raise OSError(e.errno, e.strerror, str(path)) from None
-    except BaseException:   # a stop (KeyboardInterrupt) while writing: no temporary file is left behind
-        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):   # a full disk, a folder in the way: name the file meant, not the temporary one
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from . import LabsError
 from .analysis import noise
-from .models import explain
+from .models import check_outputs, explain
 from .data import Augmentation, Data, Shuffled, Split, batches, images_layout
 from .progress import Bar
 from .vocab import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, check_choice, check_stages, plural
@@ -228,10 +228,8 @@ class Recipe:
 
     def record(self) -> dict:
         """The recipe as results.json keeps it: plain values, the augmentation in words, the penalty by name."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values["augment"] = str(self.augment or "no augmentation")
-        values["penalty"] = getattr(self.penalty, "__name__", None) if self.penalty else None
-        return values
+        return {**{f.name: getattr(self, f.name) for f in fields(self)},
+                "augment": str(self.augment or "no augmentation"), "penalty": getattr(self.penalty, "__name__", None)}
 
     def criterion(self):
         smoothing = {"label_smoothing": self.label_smoothing} if self.label_smoothing else {}
@@ -267,8 +265,7 @@ class Steps:
 
     def __init__(self, model: nn.Module, optimizer, recipe: "Recipe", precision: str, split: Split):
         self.model, self.optimizer, self.recipe, self.precision, self.split = model, optimizer, recipe, precision, split
-        self.criterion = recipe.criterion()
-        self.penalty = recipe.penalty
+        self.criterion, self.penalty = recipe.criterion(), recipe.penalty
         self.scaler = torch.amp.GradScaler(split.x.device.type) if precision == "fp16" else None
         self.loss_sum = torch.zeros((), device=split.x.device)
         self.correct = torch.zeros((), device=split.x.device, dtype=torch.long)
@@ -380,10 +377,8 @@ FUSED = ("adam", "adamw", "sgd")   # the optimizers that update in one kernel, a
 
 def uncapturable(recipe: Recipe, precision: str) -> str:
     """Why a step cannot be captured ('' when it can): fp16's scaler reads the GPU in non-fused updates."""
-    if precision == "fp16" and recipe.optimizer not in FUSED:
-        return (f"in fp16 the gradient scaler reads the GPU in every {recipe.optimizer} step, which a CUDA graph "
-                f"cannot hold (adam, adamw and sgd can)")
-    return ""
+    return (f"in fp16 the gradient scaler reads the GPU in every {recipe.optimizer} step, which a CUDA graph cannot "
+            f"hold (adam, adamw and sgd can)") if precision == "fp16" and recipe.optimizer not in FUSED else ""
 
 
 def captures(device: torch.device) -> bool:
@@ -435,6 +430,8 @@ def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", wa
         where = f"iteration {stop:,}/{plan.total:,}" if plan.staged else f"epoch {start // plan.every + 1}/{recipe.epochs}"
         bar = Bar(stream.count(plan.at(i)[1] for i in range(start, stop)), f"{name} {where}") if progress else None
         try:
+            if start == 0:   # a last layer of the wrong size would train, then fail in the confusion matrix
+                check_outputs(model, data.train.x[:2], len(data.classes), name)
             row = _interval(model, data, recipe, plan, stream, steps, start, stop, bar, watch, result)
         except KeyboardInterrupt:
             bar and bar.close()
@@ -443,7 +440,8 @@ def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", wa
             raise LabsError(f"{name}: training {ATTEMPTS[name]}; run this cell again to train from the start.") from None
         except Exception as e:
             bar and bar.close()
-            ATTEMPTS[name] = f"crashed: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+            kind = "" if isinstance(e, LabsError) else f"{type(e).__name__}: "
+            ATTEMPTS[name] = f"crashed: {kind}{(str(e).strip().splitlines() or [''])[0][:200]}"
             explain(e, model, data.train.x[:2], name, len(data.classes))
             raise
         images = row.pop("images")

@@ -171,3 +171,25 @@ def test_a_report_html_that_cannot_be_rendered_keeps_the_run_ok_and_says_why_in_
     assert not (tmp_path / "run" / "report.html").exists()
     assert capsys.readouterr().err == ("labs: warning: report.html is missing: nbconvert could not render the report "
                                        "(TemplateNotFound: lab/index.html.j2); report.ipynb holds all of it.\n")
+
+
+# --- a record that says "running" (a run's first file) is a run begun, not one finished ----------------
+
+def test_a_record_that_says_running_is_not_a_finished_run(tmp_path, capsys):
+    from labs import runner, sweep
+    started = time.time() - 1
+    folders = {name: tmp_path / name for name in ("seed-1", "seed-2", "seed-3")}
+    for name, status in (("seed-1", "running"), ("seed-2", "ok")):
+        folders[name].mkdir()
+        results.write(folders[name] / "results.json", results.build("mnist_mlp", {"seed": 1}, status=status))
+    tasks = {f"d/{name}": ("mnist_mlp", {"seed": 1}, str(folder), name) for name, folder in folders.items()}
+    line = sweep._after_the_scheduler(tasks, set(), started, "tcp://127.0.0.1:1", several=False)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "seed-1: was running on a worker when the scheduler was lost"
+    assert printed[1].startswith("seed-2: ok") and printed[2] == "seed-3: not begun"
+    assert "; 1 run finished, 1 may still be running on the workers, 1 did not begin; " in line
+    # a notebook whose last cell (run.finish) did not run leaves "running": the run is failed, not running forever
+    final = runner._final("mnist_mlp", {"seed": 1}, folders["seed-1"], None, 3.0, "seed-1")
+    assert final["status"] == "failed" and final["error"] == ("the notebook finished without its last cell, "
+                                                              "run.finish(), which completes results.json")
+    assert records.read(folders["seed-1"])["status"] == "failed"

@@ -95,9 +95,9 @@ def test_stopping_training_says_one_line_and_the_cells_below_name_what_was_not_t
 
         def interrupt_once_fcn_is_done():
             deadline = time.time() + 240
-            while "fcn: test accuracy" not in text(cell) and time.time() < deadline:
-                time.sleep(0.2)
-            time.sleep(1.5)                                              # into lenet5_modified's epochs
+            while "lenet5_modified epoch 1/400" not in text(cell) and time.time() < deadline:
+                time.sleep(0.2)                                          # its bar: into lenet5_modified's epochs
+            time.sleep(1.0)
             os.kill(lab.client.km.provisioner.pid, signal.SIGINT)   # what JupyterLab's stop button sends
         stopper = threading.Thread(target=interrupt_once_fcn_is_done)
         stopper.start()

@@ -51,6 +51,17 @@ def test_confusion_matrix_and_per_class_accuracy(tiny_mnist):
     assert per_class[c] == pytest.approx(cm[c, c].item() / cm[c].sum().item())
 
 
+def test_a_last_layer_of_the_wrong_size_is_refused_in_one_line_before_a_step(tiny_mnist):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 12))    # trains, then breaks the 10-class confusion matrix
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(LabsError) as refused:
+        train.fit(model, tiny_mnist, train.Recipe(epochs=1, batch_size=32), name="mlp", progress=False)
+    message = "mlp gives 12 outputs per image, but the data has 10 classes: its last layer must give 10."
+    assert str(refused.value) == message and not getattr(refused.value, "__notes__", [])
+    assert train.ATTEMPTS["mlp"] == f"crashed: {message}" and model.training
+    assert all(torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
 def test_nan_loss_stops_training_and_reports_divergence(tiny_mnist, capsys):
     fit = train.fit(small_mlp(), tiny_mnist, train.Recipe(epochs=5, batch_size=32, optimizer="sgd", lr=1e6), name="mlp")
     assert fit.status == "diverged" and len(fit.history) < 5
@@ -253,7 +264,8 @@ def test_bf16_runs_the_forward_pass_in_bf16_and_keeps_weights_and_losses_fp32(ti
     seen = []
     model[1].register_forward_hook(lambda m, i, out: seen.append(out.dtype))
     fit = train.fit(model, tiny_mnist, train.Recipe(epochs=6, batch_size=32, precision="bf16"), progress=False)
-    assert seen[0] == torch.bfloat16 and fit.precision == "bf16"
+    assert seen[0] == torch.float32                       # the check of its outputs, before training
+    assert set(seen[1:]) == {torch.bfloat16} and fit.precision == "bf16"   # every step and evaluation
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert isinstance(fit.history[-1]["train_loss"], float) and fit.history[-1]["val_accuracy"] > 0.6   # chance 0.1
     assert train.evaluate(model, tiny_mnist.test, precision="bf16").accuracy > 0.6
