@@ -424,40 +424,39 @@ def fit(model: nn.Module, data: Data, recipe: Recipe, *, name: str = "model", wa
     steps = (CapturedSteps(model, optimizer, recipe, result.precision, data.train, name=name) if captures(device) else
              Steps(model, optimizer, recipe, result.precision, data.train))
     plan, stream, train_seconds, seen = recipe.laid_out(len(data.train)), Shuffled(data.train), 0.0, 0
-    ATTEMPTS[name] = "did not finish"
-    for start in range(0, plan.total, plan.every):
-        stop, began = min(start + plan.every, plan.total), time.perf_counter()
-        where = f"iteration {stop:,}/{plan.total:,}" if plan.staged else f"epoch {start // plan.every + 1}/{recipe.epochs}"
-        bar = Bar(stream.count(plan.at(i)[1] for i in range(start, stop)), f"{name} {where}") if progress else None
-        try:
+    ATTEMPTS[name], start, stop, bar = "did not finish", 0, 0, None
+    try:   # a stop or an error anywhere in the loop, between two intervals too, says where training was
+        for start in range(0, plan.total, plan.every):
+            stop, began, bar = min(start + plan.every, plan.total), time.perf_counter(), None
+            where = f"iteration {stop:,}/{plan.total:,}" if plan.staged else \
+                f"epoch {start // plan.every + 1}/{recipe.epochs}"
+            bar = Bar(stream.count(plan.at(i)[1] for i in range(start, stop)), f"{name} {where}") if progress else bar
             if start == 0:   # a last layer of the wrong size would train, then fail in the confusion matrix
                 check_outputs(model, data.train.x[:2], len(data.classes), name)
             row = _interval(model, data, recipe, plan, stream, steps, start, stop, bar, watch, result)
-        except KeyboardInterrupt:
-            bar and bar.close()
-            ATTEMPTS[name] = "stopped in " + (f"epoch {start // plan.every + 1} of {recipe.epochs}" if not plan.staged
-                                              else f"iterations {start + 1:,} to {stop:,} of {plan.total:,}")
-            raise LabsError(f"{name}: training {ATTEMPTS[name]}; run this cell again to train from the start.") from None
-        except Exception as e:
-            bar and bar.close()
-            kind = "" if isinstance(e, LabsError) else f"{type(e).__name__}: "
-            ATTEMPTS[name] = f"crashed: {kind}{(str(e).strip().splitlines() or [''])[0][:200]}"
-            explain(e, model, data.train.x[:2], name, len(data.classes))
-            raise
-        images = row.pop("images")
-        train_seconds, seen = train_seconds + result.train_seconds[-1], seen + images
-        row["epoch"] = seen / len(data.train) if plan.staged else row["epoch"]
-        result.history.append(row)
-        if bar:
-            bar.close(progress_line(f"{name} {where}", row, images / (time.perf_counter() - began)))
-        if not math.isfinite(row["train_loss"]):
-            result.status, result.error = "diverged", (
-                f"{name}: the training loss became {'NaN' if math.isnan(row['train_loss']) else 'infinite'} "
-                f"{'by' if plan.staged else 'in'} {where.split('/')[0]}; training stopped. "
-                f"Try a smaller learning rate (lr={row['lr'] if plan.staged else recipe.lr:g}).")
-            break
-    result.train_samples_per_second = seen / max(train_seconds, 1e-9)
-    result.steps = steps.kind
+            images = row.pop("images")
+            train_seconds, seen = train_seconds + result.train_seconds[-1], seen + images
+            row["epoch"] = seen / len(data.train) if plan.staged else row["epoch"]
+            result.history.append(row)
+            bar and bar.close(progress_line(f"{name} {where}", row, images / (time.perf_counter() - began)))
+            if not math.isfinite(row["train_loss"]):
+                result.status, result.error = "diverged", (
+                    f"{name}: the training loss became {'NaN' if math.isnan(row['train_loss']) else 'infinite'} "
+                    f"{'by' if plan.staged else 'in'} {where.split('/')[0]}; training stopped. "
+                    f"Try a smaller learning rate (lr={row['lr'] if plan.staged else recipe.lr:g}).")
+                break
+    except KeyboardInterrupt:
+        bar and bar.close()
+        ATTEMPTS[name] = "stopped in " + (f"epoch {start // plan.every + 1} of {recipe.epochs}" if not plan.staged
+                                          else f"iterations {start + 1:,} to {stop:,} of {plan.total:,}")
+        raise LabsError(f"{name}: training {ATTEMPTS[name]}; run this cell again to train from the start.") from None
+    except Exception as e:
+        bar and bar.close()
+        ATTEMPTS[name] = "crashed: " + ("" if isinstance(e, LabsError) else f"{type(e).__name__}: ") + \
+            (str(e).strip().splitlines() or [""])[0][:200]
+        explain(e, model, data.train.x[:2], name, len(data.classes))
+        raise
+    result.train_samples_per_second, result.steps = seen / max(train_seconds, 1e-9), steps.kind
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()) and len(data.val):
         result.batch_statistics = evaluate(model, data.val, recipe.loss, precision=result.precision,
                                            batch_size=recipe.batch_size, batch_statistics=True).accuracy

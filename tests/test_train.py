@@ -62,6 +62,16 @@ def test_a_last_layer_of_the_wrong_size_is_refused_in_one_line_before_a_step(tin
     assert all(torch.equal(b, p) for b, p in zip(before, model.parameters()))
 
 
+def test_a_stop_between_two_epochs_is_training_stopped_not_a_bare_interrupt(tiny_mnist, monkeypatch):
+    def pressed(*args):   # the stop button pressed while the first epoch's line is written, after its steps
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train, "progress_line", pressed)
+    with pytest.raises(BaseException) as stopped:
+        train.fit(small_mlp(), tiny_mnist, train.Recipe(epochs=3, batch_size=32), name="mlp")
+    assert isinstance(stopped.value, LabsError) and train.ATTEMPTS["mlp"] == "stopped in epoch 1 of 3"
+    assert str(stopped.value) == "mlp: training stopped in epoch 1 of 3; run this cell again to train from the start."
+
+
 def test_nan_loss_stops_training_and_reports_divergence(tiny_mnist, capsys):
     fit = train.fit(small_mlp(), tiny_mnist, train.Recipe(epochs=5, batch_size=32, optimizer="sgd", lr=1e6), name="mlp")
     assert fit.status == "diverged" and len(fit.history) < 5
