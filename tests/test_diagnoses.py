@@ -23,7 +23,7 @@ def diagnoses(stem: str, tmp_path, **params) -> tuple:
 def test_a_short_run_at_the_students_settings_is_not_called_diverged_nor_overfit_in_fp32(tmp_path):
     # lab 03 with only n_train and epochs lowered: batch 128, 10 steps, the default model2 and model3
     results, analysis = diagnoses("03_cifar10_cnn", tmp_path / "03", n_train="600", epochs="2", precision='"fp32"',
-                                  models='["model2", "model3"]', ensemble="0")
+                                  models='["model2", "model3"]', ensemble="0", n_test="100")
     model2, model3 = results["models"]["model2"], results["models"]["model3"]
     assert results["status"] == "ok" and results["error"] is None
     assert model2["note"].startswith("model2: not learned yet: after 10 steps training accuracy is ")
@@ -34,7 +34,7 @@ def test_a_short_run_at_the_students_settings_is_not_called_diverged_nor_overfit
     assert "DIVERGED" not in analysis and "it overfits" not in analysis
     # lab 01 with n_train = 50: 5 validation images, where one image is 20 points
     results, analysis = diagnoses("01_mnist_mlp", tmp_path / "01", n_train="50", epochs="3", precision='"fp32"',
-                                  hidden="[64, 64, 64]")
+                                  hidden="[64, 64, 64]", n_test="100")
     assert results["models"]["mlp"]["val_images"] == 5
     assert "a gap within the noise of 5 validation images" in analysis and "too small to judge" in analysis
     assert "it overfits" not in analysis and "it underfits" not in analysis
@@ -42,6 +42,6 @@ def test_a_short_run_at_the_students_settings_is_not_called_diverged_nor_overfit
 
 def test_the_same_diagnoses_in_bf16(tmp_path):
     results, analysis = diagnoses("03_cifar10_cnn", tmp_path, n_train="600", epochs="2", precision='"bf16"',
-                                  models='["model3"]', model3_widths="[32, 64]", ensemble="0")
+                                  models='["model3"]', model3_widths="[32, 64]", ensemble="0", n_test="100")
     assert results["status"] == "ok" and results["env"]["precision"] == "bf16"
     assert "with batch statistics" in results["models"]["model3"]["note"] and "it overfits" not in analysis
